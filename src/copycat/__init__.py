@@ -1,0 +1,39 @@
+"""copycat: measure how easily a deployed image classifier can be stolen (Copycat CNN)."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from copycat.config import (
+    AugmentConfig,
+    ExperimentConfig,
+    PoolConfig,
+    StealConfig,
+    TrainConfig,
+)
+from copycat.errors import (
+    BudgetExhausted,
+    CopycatError,
+    OracleError,
+    StoreMismatchError,
+)
+from copycat.oracle import Answer, LabelOnly, Oracle, Rounded, TopK, parse_oracle_spec
+
+__all__ = [
+    "Answer",
+    "AugmentConfig",
+    "BudgetExhausted",
+    "CopycatError",
+    "ExperimentConfig",
+    "LabelOnly",
+    "Oracle",
+    "OracleError",
+    "PoolConfig",
+    "Rounded",
+    "StealConfig",
+    "StoreMismatchError",
+    "TopK",
+    "TrainConfig",
+    "__version__",
+    "parse_oracle_spec",
+]

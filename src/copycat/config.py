@@ -1,0 +1,230 @@
+"""Configuration of every stage: frozen keyword-only dataclasses, TOML in, JSON out.
+
+Defaults live here, once. Each ``__post_init__`` validates its fields with a message that names
+the field, the value and what is accepted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from copycat.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def _check(ok: bool, name: str, value: object, accepted: str) -> None:
+    if not ok:
+        raise ConfigError(f"{name}={value!r} is invalid; accepted: {accepted}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AugmentConfig:
+    """Query-time augmentation of pool images (the paper augments its fake dataset)."""
+
+    enabled: bool = True
+    hflip: float = 0.5
+    vflip: float = 0.0
+    rotation: float = 10.0
+    scale: tuple[float, float] = (0.6, 1.0)
+    brightness: float = 0.25
+    contrast: float = 0.25
+    invert: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("hflip", "vflip", "invert"):
+            v = getattr(self, name)
+            _check(0.0 <= v <= 1.0, f"augment.{name}", v, "a probability in [0, 1]")
+        _check(0.0 <= self.rotation <= 180.0, "augment.rotation", self.rotation, "0..180 degrees")
+        lo, hi = self.scale
+        _check(
+            0.0 < lo <= hi <= 1.0, "augment.scale", self.scale, "(lo, hi) with 0 < lo <= hi <= 1"
+        )
+        for name in ("brightness", "contrast"):
+            v = getattr(self, name)
+            _check(0.0 <= v < 1.0, f"augment.{name}", v, "a jitter strength in [0, 1)")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PoolConfig:
+    """Where unlabelled query images come from: ``npd``, ``folder:PATH``, ``pd:NAME``, ``noise``,
+    or a ``+``-joined mix such as ``npd+pd:fashion-mnist`` weighted by ``mix``."""
+
+    spec: str = "npd"
+    mix: tuple[float, ...] = ()
+    seed: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    max_pixels: int = 40_000_000
+
+    def __post_init__(self) -> None:
+        _check(bool(self.spec.strip()), "pool.spec", self.spec, "npd, folder:PATH, pd:NAME, noise")
+        parts = self.spec.split("+")
+        _check(
+            not self.mix or len(self.mix) == len(parts),
+            "pool.mix",
+            self.mix,
+            f"one weight per pool part ({len(parts)} for {self.spec!r}) or empty for equal",
+        )
+        _check(
+            all(w >= 0 for w in self.mix) and (not self.mix or sum(self.mix) > 0),
+            "pool.mix",
+            self.mix,
+            "non-negative weights with a positive sum",
+        )
+        _check(self.max_pixels >= 1_000_000, "pool.max_pixels", self.max_pixels, ">= 1000000")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StealConfig:
+    """How the oracle is queried: the budget is the number of answered images, never exceeded."""
+
+    budget: int = 20_000
+    batch_size: int = 256
+    selection: str = "random"
+    seed_fraction: float = 0.5
+    candidates_per_query: int = 5
+
+    def __post_init__(self) -> None:
+        _check(self.budget >= 1, "steal.budget", self.budget, "an integer >= 1")
+        _check(1 <= self.batch_size <= 65_536, "steal.batch_size", self.batch_size, "1..65536")
+        _check(
+            self.selection in ("random", "balanced"),
+            "steal.selection",
+            self.selection,
+            "'random' or 'balanced'",
+        )
+        _check(0.0 < self.seed_fraction <= 1.0, "steal.seed_fraction", self.seed_fraction, "(0, 1]")
+        _check(
+            self.candidates_per_query >= 1,
+            "steal.candidates_per_query",
+            self.candidates_per_query,
+            ">= 1",
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrainConfig:
+    """Training of a copycat (or of a target) on images held in memory."""
+
+    arch: str = "cnn-small"
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 5e-4
+    labels: str = "auto"
+    balance: bool = True
+    augment: bool = True
+    label_smoothing: float = 0.0
+    val_fraction: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "train.epochs", self.epochs, "an integer >= 1")
+        _check(self.batch_size >= 1, "train.batch_size", self.batch_size, "an integer >= 1")
+        _check(self.lr > 0, "train.lr", self.lr, "a positive float")
+        _check(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, ">= 0")
+        _check(
+            self.labels in ("auto", "hard", "soft"),
+            "train.labels",
+            self.labels,
+            "'auto', 'hard' or 'soft'",
+        )
+        _check(
+            0.0 <= self.label_smoothing < 1.0,
+            "train.label_smoothing",
+            self.label_smoothing,
+            "[0, 1)",
+        )
+        _check(0.0 <= self.val_fraction < 0.5, "train.val_fraction", self.val_fraction, "[0, 0.5)")
+        _check(
+            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+            "train.device",
+            self.device,
+            "auto, cpu, cuda or cuda:N",
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TargetConfig:
+    """Training of the demo target (the oracle a model owner would deploy)."""
+
+    dataset: str = "fashion-mnist"
+    out: str = "targets/fmnist"
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            arch="cnn-target", epochs=8, lr=4e-3, balance=False, val_fraction=0.0
+        )
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExperimentConfig:
+    """Everything ``copycat run`` needs: each stage reads and writes ``run_dir``."""
+
+    run_dir: str = "runs/demo"
+    oracle: str = "torch:targets/fmnist"
+    output: str = "label"
+    test_set: str = "fashion-mnist:test"
+    target: TargetConfig | None = None
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    steal: StealConfig = field(default_factory=StealConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def from_dict(cls: type[T], data: dict[str, Any], *, where: str = "") -> T:
+    """Build dataclass ``cls`` from plain data, refusing unknown keys by name."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {unknown} in [{where or cls.__name__}]; accepted: {sorted(fields)}"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, where=f"{where}.{name}".strip("."))
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, *, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return None if value is None else _coerce(args[0], value, where=where)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"[{where}] must be a table, got {value!r}")
+        return from_dict(hint, value, where=where)  # type: ignore[arg-type]
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}={value!r} is invalid; accepted: a list")
+        return tuple(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and not isinstance(value, hint):
+        raise ConfigError(f"{where}={value!r} is invalid; accepted: a {hint.__name__}")
+    return value
+
+
+def load_experiment(path: str | Path) -> ExperimentConfig:
+    """Read an experiment TOML file (see ``configs/demo.toml``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} not found; pass an existing TOML file to --config")
+    try:
+        data = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p} is not valid TOML: {exc}") from exc
+    return from_dict(ExperimentConfig, data)
+
+
+def to_jsonable(cfg: Any) -> Any:
+    """A dataclass config as plain JSON data (tuples become lists)."""
+    return dataclasses.asdict(cfg)

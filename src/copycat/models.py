@@ -1,0 +1,180 @@
+"""A tiny registry of classifier architectures for targets and copycats.
+
+Every model takes float images in [0, 1] of shape (N, C, H, W), normalises them itself (the
+statistics are buffers, so they travel with the weights and into ONNX) and returns logits (N, K).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from copycat.errors import ConfigError
+
+Builder = Callable[[int, int, int], nn.Module]
+_REGISTRY: dict[str, Builder] = {}
+
+
+def register(name: str) -> Callable[[Builder], Builder]:
+    """Register ``builder(in_channels, num_classes, input_size) -> nn.Module`` under ``name``."""
+
+    def deco(fn: Builder) -> Builder:
+        _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def available() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std with per-channel buffers."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.register_buffer(
+            "mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
+        )
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class Classifier(nn.Module):
+    """Normalisation followed by a backbone that returns logits."""
+
+    def __init__(self, backbone: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.backbone = backbone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self.normalize(x))
+
+
+def build_model(
+    arch: str,
+    *,
+    in_channels: int,
+    num_classes: int,
+    input_size: int,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> Classifier:
+    """Build ``arch`` for inputs of shape (in_channels, input_size, input_size)."""
+    if arch not in _REGISTRY:
+        raise ConfigError(f"unknown architecture {arch!r}; available: {', '.join(available())}")
+    if in_channels not in (1, 3):
+        raise ConfigError(f"in_channels={in_channels} is invalid; accepted: 1 or 3")
+    backbone = _REGISTRY[arch](in_channels, num_classes, input_size)
+    mean = mean if mean is not None else [0.5] * in_channels
+    std = std if std is not None else [0.25] * in_channels
+    return Classifier(backbone, mean, std)
+
+
+def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
+    return [
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    ]
+
+
+def _two_conv(widths: tuple[int, int], hidden: int, dropout: float) -> Builder:
+    """Two conv blocks and a small head: ~4 M multiply-adds at 28x28, quick on a CPU."""
+
+    def build(c: int, k: int, size: int) -> nn.Module:
+        w1, w2 = widths
+        return nn.Sequential(
+            *_conv_bn(c, w1),
+            nn.MaxPool2d(2),
+            *_conv_bn(w1, w2),
+            nn.MaxPool2d(2),
+            nn.AdaptiveAvgPool2d(7),
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(w2 * 49, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, k),
+        )
+
+    return build
+
+
+def _three_conv(widths: tuple[int, int, int], hidden: int, dropout: float) -> Builder:
+    def build(c: int, k: int, size: int) -> nn.Module:
+        w1, w2, w3 = widths
+        return nn.Sequential(
+            *_conv_bn(c, w1),
+            *_conv_bn(w1, w2),
+            nn.MaxPool2d(2),
+            *_conv_bn(w2, w3),
+            nn.MaxPool2d(2),
+            nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(w3 * 16, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, k),
+        )
+
+    return build
+
+
+register("cnn-tiny")(
+    lambda c, k, s: nn.Sequential(
+        *_conv_bn(c, 8),
+        nn.MaxPool2d(2),
+        *_conv_bn(8, 16),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64, k),
+    )
+)
+register("cnn-small")(_two_conv((32, 64), 256, 0.3))
+register("cnn-target")(_two_conv((32, 64), 256, 0.3))
+register("cnn-wide")(_three_conv((32, 64, 128), 256, 0.3))
+
+
+@register("resnet18")
+def _resnet18(c: int, k: int, size: int) -> nn.Module:
+    from torchvision.models import resnet18
+
+    m = resnet18(num_classes=k)
+    if size < 96:
+        # Small inputs: the ImageNet stem (7x7 stride 2 + max-pool) would leave nothing to learn.
+        m.conv1 = nn.Conv2d(c, 64, 3, stride=1, padding=1, bias=False)
+        m.maxpool = nn.Identity()
+    elif c != 3:
+        m.conv1 = nn.Conv2d(c, 64, 7, stride=2, padding=3, bias=False)
+    return m
+
+
+@register("vgg16")
+def _vgg16(c: int, k: int, size: int) -> nn.Module:
+    from torchvision.models import vgg16_bn
+
+    m = vgg16_bn(num_classes=k)
+    if c != 3:
+        m.features[0] = nn.Conv2d(c, 64, 3, padding=1)
+    if size < 64:
+        # Five max-pools shrink a 28-pixel input to nothing; drop the last two and use the
+        # CIFAR-style 512-wide head instead of the 25088 x 4096 ImageNet one.
+        pools = [i for i, layer in enumerate(m.features) if isinstance(layer, nn.MaxPool2d)]
+        for i in reversed(pools[3:]):
+            m.features[i] = nn.Identity()
+        m.avgpool = nn.AdaptiveAvgPool2d(1)
+        m.classifier = nn.Sequential(
+            nn.Linear(512, 512), nn.ReLU(inplace=True), nn.Dropout(0.5), nn.Linear(512, k)
+        )
+    return m

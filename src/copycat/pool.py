@@ -1,0 +1,188 @@
+"""Pools of unlabelled query images, with stable content ids and query-time augmentation.
+
+A pool is a deterministic, endless stream of candidate images at the oracle's input shape,
+drawn from one or more sources (a folder, the built-in NPD images, a labelled set with its
+labels discarded, noise) and augmented in batch. The same seed gives the same stream, so a
+resumed steal sees the same candidates and skips those already answered.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+
+from copycat.config import AugmentConfig, PoolConfig
+from copycat.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+CHUNK = 256  # candidates are generated in fixed chunks, so the stream ignores the batch size
+
+
+class Source(Protocol):
+    """Base images for a pool: (n, C, S, S) uint8 with the oracle's channel count."""
+
+    name: str
+    skipped: Counter[str]
+
+    def draw(self, n: int, gen: torch.Generator) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Candidates:
+    """A batch of images ready to send."""
+
+    images: torch.Tensor  # (N, C, H, W) uint8
+    sources: tuple[str, ...]
+
+
+class Pool:
+    """Mixes sources by weight and augments what they give."""
+
+    def __init__(
+        self,
+        sources: list[Source],
+        *,
+        weights: list[float],
+        shape: tuple[int, int, int],
+        augment: AugmentConfig,
+        seed: int,
+        spec: str,
+    ) -> None:
+        self.sources = sources
+        self.weights = weights
+        self.shape = shape
+        self.augment = augment
+        self.seed = seed
+        self.spec = spec
+
+    def describe(self) -> str:
+        aug = "augmented" if self.augment.enabled else "not augmented"
+        return f"{self.spec} (seed {self.seed}, {aug})"
+
+    @property
+    def skipped(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for s in self.sources:
+            total.update(s.skipped)
+        return total
+
+    def stream(self) -> Iterator[Candidates]:
+        """Endless chunks of CHUNK candidates; the same seed gives the same chunks."""
+        gen = torch.Generator().manual_seed(self.seed)
+        w = torch.tensor(self.weights, dtype=torch.float64)
+        while True:
+            which = torch.multinomial(w, CHUNK, replacement=True, generator=gen)
+            parts, names = [], []
+            for i, src in enumerate(self.sources):
+                n = int((which == i).sum())
+                if n == 0:
+                    continue
+                base = src.draw(n, gen).float().div_(255.0)
+                parts.append(augment_batch(base, self.shape, self.augment, gen))
+                names += [src.name] * n
+            imgs = torch.cat(parts)
+            order = torch.randperm(len(imgs), generator=gen)
+            yield Candidates(
+                images=to_uint8(imgs[order]), sources=tuple(names[i] for i in order.tolist())
+            )
+
+    def batches(self, batch_size: int) -> Iterator[Candidates]:
+        """The stream re-cut into batches of ``batch_size``."""
+        buf_i: list[torch.Tensor] = []
+        buf_s: list[str] = []
+        have = 0
+        for chunk in self.stream():
+            buf_i.append(chunk.images)
+            buf_s += chunk.sources
+            have += len(chunk.sources)
+            while have >= batch_size:
+                allimg = torch.cat(buf_i)
+                yield Candidates(images=allimg[:batch_size], sources=tuple(buf_s[:batch_size]))
+                buf_i, buf_s = [allimg[batch_size:]], buf_s[batch_size:]
+                have -= batch_size
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Float [0, 1] → uint8, rounding; what is sent is exactly what is stored."""
+    return x.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def augment_batch(
+    base: torch.Tensor, shape: tuple[int, int, int], cfg: AugmentConfig, gen: torch.Generator
+) -> torch.Tensor:
+    """Random resized crop, rotation and flips in one batched affine resample, then photometric
+    jitter. ``base`` is float (N, C, S, S) in [0, 1]; returns float (N, C, H, W) in [0, 1]."""
+    n, _, h, w = base.shape[0], *shape
+    if not cfg.enabled:
+        return F.interpolate(
+            base, size=(h, w), mode="bilinear", antialias=True, align_corners=False
+        )
+    u = torch.rand(n, 8, generator=gen)
+    if cfg.invert > 0:
+        flip = (u[:, 0] < cfg.invert).view(n, 1, 1, 1)
+        base = torch.where(flip, 1.0 - base, base)
+    lo, hi = cfg.scale
+    area = lo + (hi - lo) * u[:, 1]
+    log_r = (u[:, 2] - 0.5) * 2 * math.log(4 / 3)
+    sx = (area * log_r.exp()).sqrt().clamp(max=1.0)
+    sy = (area / log_r.exp()).sqrt().clamp(max=1.0)
+    cx = (1 - sx) * (2 * u[:, 3] - 1)
+    cy = (1 - sy) * (2 * u[:, 4] - 1)
+    ang = math.radians(cfg.rotation) * (2 * u[:, 5] - 1)
+    hflip = torch.where(u[:, 6] < cfg.hflip, -1.0, 1.0)
+    vflip = torch.where(u[:, 7] < cfg.vflip, -1.0, 1.0)
+    cos, sin = ang.cos(), ang.sin()
+    theta = torch.stack(
+        [
+            torch.stack([cos * sx * hflip, -sin * sy * vflip, cx], 1),
+            torch.stack([sin * sx * hflip, cos * sy * vflip, cy], 1),
+        ],
+        1,
+    )
+    # Shrink first so the bilinear resample does not alias fine detail.
+    side = max(h, w)
+    if base.shape[-1] > 2 * side:
+        base = F.interpolate(base, size=(2 * side, 2 * side), mode="area")
+    grid = F.affine_grid(theta, [n, base.shape[1], h, w], align_corners=False)
+    out = F.grid_sample(base, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    v = torch.rand(n, 2, generator=gen)
+    bright = 1 + cfg.brightness * (2 * v[:, 0] - 1)
+    contrast = 1 + cfg.contrast * (2 * v[:, 1] - 1)
+    mean = out.mean(dim=(1, 2, 3), keepdim=True)
+    out = (out - mean) * contrast.view(n, 1, 1, 1) + mean
+    return (out * bright.view(n, 1, 1, 1)).clamp_(0.0, 1.0)
+
+
+def build_pool(cfg: PoolConfig, *, shape: tuple[int, int, int]) -> Pool:
+    """Parse ``cfg.spec`` (``npd``, ``folder:PATH``, ``pd:NAME``, ``noise``, joined by ``+``)."""
+    from copycat import sources
+
+    parts = cfg.spec.split("+")
+    built: list[Source] = []
+    for part in parts:
+        scheme, _, arg = part.strip().partition(":")
+        if scheme == "npd" and not arg:
+            built.append(sources.npd_source(shape=shape, max_pixels=cfg.max_pixels))
+        elif scheme == "folder" and arg:
+            built.append(sources.FolderSource(arg, shape=shape, max_pixels=cfg.max_pixels))
+        elif scheme == "pd" and arg:
+            built.append(sources.labelled_source(arg, shape=shape))
+        elif scheme == "noise" and not arg:
+            built.append(sources.NoiseSource(shape=shape))
+        else:
+            raise ConfigError(
+                f"unknown pool part {part!r} in {cfg.spec!r}; use npd, "
+                "folder:PATH, pd:fashion-mnist, noise, joined by '+'"
+            )
+    weights = list(cfg.mix) if cfg.mix else [1.0] * len(built)
+    return Pool(
+        built, weights=weights, shape=shape, augment=cfg.augment, seed=cfg.seed, spec=cfg.spec
+    )

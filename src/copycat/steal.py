@@ -1,0 +1,179 @@
+"""The query stage: send pool images to the oracle under a budget and persist every answer.
+
+The budget is enforced here, once, against the store's count: a resumed run sends at most
+``budget - answered`` more images, and an answer counts only once it is committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from copycat.config import StealConfig
+from copycat.errors import OracleError, OracleUnavailableError
+from copycat.oracle import Answer, Oracle
+from copycat.pool import Candidates, Pool
+from copycat.store import AnswerStore, image_id
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int, list[int]], None]  # (answered, budget, label histogram)
+Selector = Callable[[Candidates, int], torch.Tensor]  # (candidates, k) -> indices to query
+
+
+@dataclass(slots=True, kw_only=True)
+class StealSummary:
+    """What one ``steal`` call did."""
+
+    budget: int
+    answered: int  # in the store, all runs
+    queried_now: int  # sent and committed by this call
+    already_answered: int  # candidates skipped because a previous run paid for them
+    batches: int
+    seconds: float
+    label_histogram: list[int]
+    skipped_files: dict[str, int] = field(default_factory=dict)
+    stopped: str = "budget reached"
+
+    @property
+    def images_per_s(self) -> float:
+        return self.queried_now / self.seconds if self.seconds > 0 else 0.0
+
+
+def validate_answer(ans: Answer, *, n: int, num_classes: int) -> None:
+    """Refuse a malformed answer before it can poison the fake dataset."""
+    if ans.labels.shape != (n,):
+        raise OracleError(f"oracle returned {tuple(ans.labels.shape)} labels for {n} images")
+    if n and (int(ans.labels.min()) < 0 or int(ans.labels.max()) >= num_classes):
+        raise OracleError(f"oracle returned a label outside 0..{num_classes - 1}")
+    if ans.probs is not None:
+        if ans.probs.shape != (n, num_classes):
+            raise OracleError(
+                f"oracle returned probabilities of shape {tuple(ans.probs.shape)}, "
+                f"expected {(n, num_classes)}"
+            )
+        if not torch.isfinite(ans.probs).all():
+            raise OracleError("oracle returned non-finite probabilities")
+
+
+def _commit(
+    store: AnswerStore,
+    cand: Candidates,
+    idx: torch.Tensor,
+    ids: list[str],
+    ans: Answer,
+    num_classes: int,
+) -> int:
+    validate_answer(ans, n=len(idx), num_classes=num_classes)
+    return store.add_batch(
+        [ids[i] for i in idx.tolist()],
+        cand.images[idx],
+        ans.labels,
+        ans.probs,
+        [cand.sources[i] for i in idx.tolist()],
+    )
+
+
+def steal(
+    oracle: Oracle,
+    pool: Pool,
+    store: AnswerStore,
+    *,
+    config: StealConfig,
+    on_batch: ProgressFn | None = None,
+    selector: Selector | None = None,
+) -> StealSummary:
+    """Query ``oracle`` with images from ``pool`` until ``store`` holds ``config.budget`` answers.
+
+    Re-running with the same pool seed resumes: answered images are recognised by their content
+    hash and never sent again. ``selector`` (optional) picks which candidates of an oversampled
+    batch to send (label-aware selection); without it candidates are sent in pool order.
+    """
+    k = oracle.num_classes
+    store.bind(
+        fingerprint=oracle.fingerprint,
+        input_shape=oracle.input_shape,
+        num_classes=k,
+        pool=pool.describe(),
+        budget=config.budget,
+    )
+    start_count = store.count()
+    remaining = config.budget - start_count
+    t0 = time.perf_counter()
+    queried = batches = already = 0
+    stopped = "budget reached"
+    hist = store.label_histogram(k)
+    over = config.candidates_per_query if selector is not None else 1
+    # Past the prefix that earlier runs answered, a long run of batches with nothing new means
+    # the pool cannot give more distinct images (e.g. no augmentation on a small folder).
+    prefix_batches = math.ceil(start_count * over / config.batch_size) + 1
+    stale = 0
+    seen: set[str] = set()
+    if on_batch is not None:
+        on_batch(start_count, config.budget, hist)
+    for i, cand in enumerate(pool.batches(config.batch_size * over)):
+        if remaining <= 0:
+            break
+        ids = [image_id(img) for img in cand.images]
+        known = store.known(ids)
+        fresh = [j for j, h in enumerate(ids) if h not in known and h not in seen]
+        already += sum(1 for h in ids if h in known)
+        if not fresh:
+            stale = stale + 1 if i >= prefix_batches else 0
+            if stale >= 50:
+                stopped = "pool exhausted"
+                log.warning(
+                    "the pool gives no new images (%d answered); enable augmentation or add images",
+                    start_count + queried,
+                )
+                break
+            continue
+        stale = 0
+        take = min(remaining, config.batch_size)
+        idx = torch.tensor(fresh, dtype=torch.int64)
+        if selector is not None and len(fresh) > take:
+            sub = Candidates(images=cand.images[idx], sources=tuple(cand.sources[j] for j in fresh))
+            idx = idx[selector(sub, take)]
+        idx = idx[:take]
+        seen.update(ids[j] for j in idx.tolist())
+        try:
+            ans = oracle.query(cand.images[idx].float().div_(255.0))
+        except OracleUnavailableError as exc:
+            if exc.partial is not None and exc.answered is not None:
+                part = idx[torch.as_tensor(exc.answered, dtype=torch.int64)]
+                queried += _commit(store, cand, part, ids, exc.partial, k)  # type: ignore[arg-type]
+                log.warning("committed %d answers paid before the oracle failed", len(part))
+            raise
+        written = _commit(store, cand, idx, ids, ans, k)
+        queried += written
+        remaining -= written
+        batches += 1
+        for lab in ans.labels.tolist():
+            hist[lab] += 1
+        if on_batch is not None:
+            on_batch(start_count + queried, config.budget, hist)
+    seconds = time.perf_counter() - t0
+    skipped = dict(Counter(pool.skipped))
+    log.info(
+        "steal: %d answered now, %d in store, %.1f images/s",
+        queried,
+        start_count + queried,
+        queried / seconds if seconds else 0.0,
+    )
+    return StealSummary(
+        budget=config.budget,
+        answered=start_count + queried,
+        queried_now=queried,
+        already_answered=already,
+        batches=batches,
+        seconds=seconds,
+        label_histogram=hist,
+        skipped_files=skipped,
+        stopped=stopped,
+    )
