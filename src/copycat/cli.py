@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shlex
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -46,8 +46,16 @@ RunDirOpt = Annotated[
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 
 
-def _command() -> str:
-    return "copycat " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+def _command(ctx: typer.Context) -> str:
+    """The running command with every option spelled out, defaults included: reproducible."""
+    parts = ["copycat", *ctx.command_path.split()[1:]]
+    for name, value in ctx.params.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag if value else "--no-" + flag[2:])
+        elif value is not None:
+            parts += [flag, shlex.quote(str(value))]
+    return " ".join(parts)
 
 
 @app.callback()
@@ -67,7 +75,7 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except CopycatError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
         raise typer.Exit(2) from exc
     except KeyboardInterrupt as exc:
         console.print(
@@ -111,6 +119,7 @@ def _table(title: str, rows: list[tuple[str, Any]]) -> None:
 
 @target_app.command("train")
 def target_train(
+    ctx: typer.Context,
     dataset: Annotated[
         str, typer.Option(help="Labelled dataset: fashion-mnist.")
     ] = "fashion-mnist",
@@ -149,6 +158,7 @@ def _experiment(run_dir: Path, oracle: str, **sections: Any) -> ExperimentConfig
 
 @app.command("steal")
 def steal_cmd(
+    ctx: typer.Context,
     oracle: Annotated[
         str,
         typer.Option(
@@ -194,7 +204,7 @@ def steal_cmd(
             def on_batch(done: int, total: int, hist: list[int]) -> None:
                 progress.update(task, completed=done, info=f"labels {hist}")
 
-            s = steal_stage(cfg, command=_command(), on_batch=on_batch)
+            s = steal_stage(cfg, command=_command(ctx), on_batch=on_batch)
     _table(
         f"steal {run_dir}",
         [
@@ -210,6 +220,7 @@ def steal_cmd(
 
 @app.command("train")
 def train_cmd(
+    ctx: typer.Context,
     run_dir: RunDirOpt,
     arch: Annotated[
         str, typer.Option(help="cnn-small, cnn-wide, resnet18, vgg16, ...")
@@ -243,7 +254,7 @@ def train_cmd(
         )
         with _progress() as progress:
             res = train_stage(
-                cfg, command=_command(), on_step=_step_bar(progress, epochs, "copycat")
+                cfg, command=_command(ctx), on_step=_step_bar(progress, epochs, "copycat")
             )
     _table(
         f"train {run_dir}",
@@ -257,6 +268,7 @@ def train_cmd(
 
 @app.command("evaluate")
 def evaluate_cmd(
+    ctx: typer.Context,
     run_dir: RunDirOpt,
     oracle: Annotated[str, typer.Option(help="The oracle to compare against.")],
     test_set: Annotated[
@@ -274,7 +286,7 @@ def evaluate_cmd(
             test_set=test_set,
             train=dataclasses.replace(TrainConfig(), device=device),
         )
-        r = evaluate_stage(cfg, command=_command())
+        r = evaluate_stage(cfg, command=_command(ctx))
     _table(
         f"evaluate {run_dir}",
         [
@@ -300,14 +312,17 @@ def report_cmd(run_dir: RunDirOpt) -> None:
 
 
 @app.command("run")
-def run_cmd(config: Annotated[Path, typer.Option(help="Experiment TOML (see configs/).")]) -> None:
+def run_cmd(
+    ctx: typer.Context,
+    config: Annotated[Path, typer.Option(help="Experiment TOML (see configs/).")],
+) -> None:
     """All stages in order (target if missing, steal, train, evaluate, report); resumable."""
     from copycat.pipeline import evaluate_stage, report_stage, steal_stage, train_stage
     from copycat.target import train_target_on
 
     with _errors():
         cfg = load_experiment(config)
-        cmd = _command()
+        cmd = _command(ctx)
         with _progress() as progress:
             if cfg.target is not None and not (Path(cfg.target.out) / "card.json").is_file():
                 t = cfg.target

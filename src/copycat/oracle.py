@@ -133,7 +133,7 @@ class TorchOracle:
             if not self.folder.is_dir():
                 raise OracleError(
                     f"target folder {self.folder} does not exist; train one with "
-                    "`copycat target train --out {self.folder}`"
+                    f"`copycat target train --out {self.folder}`"
                 )
             self._card = TargetCard.load(self.folder)
         return self._card
@@ -152,6 +152,7 @@ class TorchOracle:
 
     def model(self) -> torch.nn.Module:
         if self._model is None:
+            from safetensors import SafetensorError
             from safetensors.torch import load_file
 
             from copycat.models import build_model
@@ -170,9 +171,10 @@ class TorchOracle:
             )
             try:
                 m.load_state_dict(load_file(str(weights)))
-            except (RuntimeError, OSError) as exc:
+            except (RuntimeError, OSError, SafetensorError) as exc:
                 raise OracleError(
-                    f"{weights} does not fit {card.arch} ({exc}); re-create the target"
+                    f"{weights} is corrupt or does not fit {card.arch} ({exc}); "
+                    "re-create the target"
                 ) from exc
             self._model = m.to(self.device).eval()
         return self._model

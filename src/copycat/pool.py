@@ -33,6 +33,7 @@ class Source(Protocol):
     skipped: Counter[str]
 
     def draw(self, n: int, gen: torch.Generator) -> torch.Tensor: ...
+    def reset(self) -> None: ...  # forget the draw order: a new stream starts afresh
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,8 @@ class Pool:
     def stream(self) -> Iterator[Candidates]:
         """Endless chunks of CHUNK candidates; the same seed gives the same chunks."""
         gen = torch.Generator().manual_seed(self.seed)
+        for src in self.sources:
+            src.reset()
         w = torch.tensor(self.weights, dtype=torch.float64)
         while True:
             which = torch.multinomial(w, CHUNK, replacement=True, generator=gen)

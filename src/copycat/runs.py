@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from copycat import __version__
@@ -159,5 +160,11 @@ def load_copycat(run: RunDir) -> Classifier:
         mean=card["mean"],
         std=card["std"],
     )
-    model.load_state_dict(load_file(str(run.copycat_weights)))
+    try:
+        model.load_state_dict(load_file(str(run.copycat_weights)))
+    except (RuntimeError, OSError, SafetensorError) as exc:
+        raise CheckpointError(
+            f"{run.copycat_weights} is corrupt or does not fit {card['arch']} "
+            f"({exc}); retrain with `copycat train --run-dir {run.root}`"
+        ) from exc
     return model.eval()

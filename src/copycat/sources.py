@@ -107,6 +107,9 @@ class BankSource:
         self.skipped: Counter[str] = skipped or Counter()
         self._order = torch.empty(0, dtype=torch.int64)
 
+    def reset(self) -> None:
+        self._order = torch.empty(0, dtype=torch.int64)
+
     def draw(self, n: int, gen: torch.Generator) -> torch.Tensor:
         while len(self._order) < n:
             self._order = torch.cat([self._order, torch.randperm(len(self.bank), generator=gen)])
@@ -168,6 +171,9 @@ class FolderSource:
         if len(self._cache) < self.cache_limit:
             self._cache[i] = t
         return t
+
+    def reset(self) -> None:
+        self._order = torch.empty(0, dtype=torch.int64)
 
     def draw(self, n: int, gen: torch.Generator) -> torch.Tensor:
         out: list[torch.Tensor] = []
@@ -306,6 +312,9 @@ class NoiseSource:
         self.name = "noise"
         self.shape = shape
         self.skipped: Counter[str] = Counter()
+
+    def reset(self) -> None:
+        pass
 
     def draw(self, n: int, gen: torch.Generator) -> torch.Tensor:
         return torch.randint(0, 256, (n, *self.shape), generator=gen, dtype=torch.uint8)

@@ -1,0 +1,109 @@
+"""Pools: determinism, conversion of every image mode, skipping and counting bad files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from copycat.config import AugmentConfig, PoolConfig
+from copycat.errors import ConfigError, DataError
+from copycat.imageio import ImageDecodeError, decode_image
+from copycat.pool import build_pool
+from copycat.store import image_id
+
+
+def _take(
+    spec: str, shape: tuple[int, int, int], n: int, seed: int = 0, **kw: object
+) -> torch.Tensor:
+    pool = build_pool(PoolConfig(spec=spec, seed=seed, **kw), shape=shape)  # type: ignore[arg-type]
+    return next(pool.batches(n)).images
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (3, 17, 23)])
+def test_folder_pool_converts_every_mode_to_the_oracle_shape(
+    png_folder: Path, shape: tuple[int, int, int]
+) -> None:
+    imgs = _take(f"folder:{png_folder}", shape, 50)
+    assert imgs.shape == (50, *shape) and imgs.dtype == torch.uint8
+
+
+def test_same_seed_same_stream_other_seed_other_stream(png_folder: Path) -> None:
+    a = _take(f"folder:{png_folder}", (1, 28, 28), 64, seed=3)
+    b = _take(f"folder:{png_folder}", (1, 28, 28), 64, seed=3)
+    c = _take(f"folder:{png_folder}", (1, 28, 28), 64, seed=4)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_stream_does_not_depend_on_batch_size() -> None:
+    pool = build_pool(PoolConfig(spec="noise"), shape=(1, 8, 8))
+    a = [x for _, b in zip(range(30), pool.batches(10), strict=False) for x in b.images]
+    b = [x for _, b in zip(range(12), pool.batches(25), strict=False) for x in b.images]
+    assert [image_id(x) for x in a] == [image_id(x) for x in b]
+
+
+def test_a_second_stream_repeats_the_first(png_folder: Path) -> None:
+    pool = build_pool(PoolConfig(spec=f"folder:{png_folder}"), shape=(1, 28, 28))
+    first = next(pool.batches(64)).images
+    assert torch.equal(first, next(pool.batches(64)).images)
+
+
+def test_bad_files_are_skipped_and_counted(png_folder: Path) -> None:
+    pool = build_pool(PoolConfig(spec=f"folder:{png_folder}"), shape=(1, 28, 28))
+    next(pool.batches(300))  # more than one pass over the folder
+    assert pool.skipped == {"corrupt": 1, "empty": 1, "not an image": 3}
+
+
+def test_decompression_bomb_is_refused_from_its_header(tmp_path: Path) -> None:
+    big = tmp_path / "bomb.png"
+    Image.new("1", (4000, 3000)).save(big)  # 12 MP, a few kB on disk
+    with pytest.raises(ImageDecodeError, match="too large"):
+        decode_image(big, max_pixels=10_000_000)
+    pool = build_pool(
+        PoolConfig(spec=f"folder:{tmp_path}", max_pixels=10_000_000), shape=(1, 28, 28)
+    )
+    with pytest.raises(DataError, match="none of the 1 files"):
+        next(pool.batches(4))
+
+
+def test_large_images_are_downscaled_on_load(tmp_path: Path) -> None:
+    Image.fromarray(np.zeros((3000, 2000, 3), dtype=np.uint8)).save(tmp_path / "big.jpg")
+    img = decode_image(tmp_path / "big.jpg", max_side=256)
+    assert max(img.size) <= 256
+
+
+def test_mixed_pool_follows_its_weights(png_folder: Path) -> None:
+    pool = build_pool(
+        PoolConfig(spec=f"noise+folder:{png_folder}", mix=(0.8, 0.2)), shape=(1, 28, 28)
+    )
+    srcs = next(pool.batches(2000)).sources
+    share = srcs.count("noise") / len(srcs)
+    assert 0.75 < share < 0.85
+
+
+def test_augmentation_changes_images_and_can_be_disabled(png_folder: Path) -> None:
+    on = _take(f"folder:{png_folder}", (1, 28, 28), 100)
+    off = _take(f"folder:{png_folder}", (1, 28, 28), 100, augment=AugmentConfig(enabled=False))
+    assert len({image_id(x) for x in on}) == 100  # every augmented image is new
+    assert len({image_id(x) for x in off}) == 20  # 20 readable files, repeated
+
+
+def test_pd_pool_discards_labels(fmnist_env: Path) -> None:
+    imgs = _take("pd:fashion-mnist", (1, 28, 28), 32)
+    assert imgs.shape == (32, 1, 28, 28)
+
+
+@pytest.mark.parametrize("spec", ["tourch", "folder:", "pd:", "npd:x", "noise+"])
+def test_unknown_pool_parts_name_the_fix(spec: str) -> None:
+    with pytest.raises((ConfigError, DataError), match=r"npd|folder|does not exist"):
+        build_pool(PoolConfig(spec=spec), shape=(1, 28, 28))
+
+
+def test_missing_folder_names_the_fix(tmp_path: Path) -> None:
+    pool = build_pool(PoolConfig(spec=f"folder:{tmp_path / 'nope'}"), shape=(1, 28, 28))
+    with pytest.raises(DataError, match="does not exist"):
+        next(pool.batches(4))

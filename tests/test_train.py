@@ -1,0 +1,102 @@
+"""Copycat training: beats chance on a tiny victim by a floor; checkpoints resume exactly."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from copycat.config import PoolConfig, StealConfig, TrainConfig
+from copycat.datasets import LabelledSet
+from copycat.errors import CheckpointError
+from copycat.evaluate import evaluate
+from copycat.oracle import LabelOnly, TorchOracle
+from copycat.pool import build_pool
+from copycat.runs import RunDir, load_copycat, train_copycat
+from copycat.steal import steal
+from copycat.store import AnswerStore
+
+from .conftest import SHAPE, rule_set
+
+# No training flips: the rule depends on left and right.
+CFG = TrainConfig(arch="cnn-tiny", epochs=4, batch_size=64, lr=1e-2, augment=False, device="cpu")
+
+
+def _steal_pd(victim: TorchOracle, run: RunDir, budget: int, output: str = "label") -> None:
+    """A problem-domain pool: images drawn like the victim's (labels discarded)."""
+    from copycat.sources import BankSource
+
+    pool = build_pool(PoolConfig(spec="noise"), shape=SHAPE)
+    pool.sources = [BankSource("pd:rule", rule_set(4000, 7, "rule").images)]
+    oracle = LabelOnly(victim) if output == "label" else victim
+    with AnswerStore(run.store) as store:
+        steal(oracle, pool, store, config=StealConfig(budget=budget))
+
+
+@pytest.fixture(scope="module")
+def test_set() -> LabelledSet:
+    return rule_set(600, 99, "rule:test")
+
+
+def test_copycat_beats_chance_by_a_floor(
+    victim: TorchOracle, tmp_path: Path, test_set: LabelledSet
+) -> None:
+    run = RunDir.at(tmp_path)
+    _steal_pd(victim, run, 2000)
+    train_copycat(run, config=CFG)
+    res = evaluate(load_copycat(run), test_set=test_set, oracle=victim)
+    assert res.agreement >= 0.6  # chance is 0.1
+    assert res.performance_accuracy >= 0.6
+    assert (run.checkpoints / "best.pt").is_file() and run.metrics.is_file()
+
+
+def test_soft_labels_are_used_when_probabilities_were_stored(
+    victim: TorchOracle, tmp_path: Path
+) -> None:
+    run = RunDir.at(tmp_path)
+    _steal_pd(victim, run, 300, output="probs")
+    train_copycat(run, config=dataclasses.replace(CFG, epochs=1))
+    assert '"labels": "soft"' in run.copycat_card.read_text()
+
+
+def test_rerunning_finished_training_keeps_it(victim: TorchOracle, tmp_path: Path) -> None:
+    run = RunDir.at(tmp_path)
+    _steal_pd(victim, run, 400)
+    cfg = dataclasses.replace(CFG, epochs=2)
+    full = train_copycat(run, config=cfg)
+    again = train_copycat(run, config=cfg)
+    assert torch.load(run.checkpoints / "last.pt", weights_only=True)["epoch"] == 1
+    assert again.history == full.history  # nothing retrained
+
+
+def test_interrupted_training_resumes_where_it_stopped(victim: TorchOracle, tmp_path: Path) -> None:
+    ref, cut = RunDir.at(tmp_path / "ref"), RunDir.at(tmp_path / "cut")
+    for run in (ref, cut):
+        _steal_pd(victim, run, 400)
+    cfg = dataclasses.replace(CFG, epochs=3)
+    train_copycat(ref, config=cfg)
+
+    class Stop(Exception):
+        pass
+
+    def stop_in_epoch_3(epoch: int, step: int, steps: int, loss: float, agree: float) -> None:
+        if epoch == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train_copycat(cut, config=cfg, on_step=stop_in_epoch_3)
+    train_copycat(cut, config=cfg)
+    a = torch.load(ref.checkpoints / "last.pt", weights_only=True)["model"]
+    b = torch.load(cut.checkpoints / "last.pt", weights_only=True)["model"]
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-5), k
+
+
+def test_resume_with_another_configuration_is_refused(victim: TorchOracle, tmp_path: Path) -> None:
+    run = RunDir.at(tmp_path)
+    _steal_pd(victim, run, 200)
+    train_copycat(run, config=dataclasses.replace(CFG, epochs=1))
+    with pytest.raises(CheckpointError, match="delete the checkpoints"):
+        train_copycat(run, config=dataclasses.replace(CFG, epochs=1, lr=0.5))
