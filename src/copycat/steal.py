@@ -24,7 +24,8 @@ from copycat.store import AnswerStore, image_id
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int, list[int]], None]  # (answered, budget, label histogram)
-Selector = Callable[[Candidates, int], torch.Tensor]  # (candidates, k) -> indices to query
+# (candidates, k, store) -> indices of the k candidates to query
+Selector = Callable[[Candidates, int, AnswerStore], torch.Tensor]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -139,7 +140,7 @@ def steal(
         idx = torch.tensor(fresh, dtype=torch.int64)
         if selector is not None and len(fresh) > take:
             sub = Candidates(images=cand.images[idx], sources=tuple(cand.sources[j] for j in fresh))
-            idx = idx[selector(sub, take)]
+            idx = idx[selector(sub, take, store)]
         idx = idx[:take]
         seen.update(ids[j] for j in idx.tolist())
         try:

@@ -1,0 +1,63 @@
+# copycat: `make demo` sets everything up and steals a Fashion-MNIST target end to end;
+# `make test` sets up and runs the tests. Both work on a fresh machine.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+TARGET ?= targets/fmnist
+RUN    ?= runs/demo
+BUDGET ?= 20000
+POOL   ?= npd
+DEVICE ?= auto
+
+.PHONY: setup data demo test test-interop bench lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP) data  ## virtual environment, package, and the demo's data
+
+data:  ## Fashion-MNIST and the openclipart NPD images, from Debian's packages
+	@if [ -d /usr/share/datasets/fashion-mnist ] && [ -d /usr/share/openclipart/png ]; then \
+	  echo "data: Fashion-MNIST and openclipart are installed"; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist openclipart-png; \
+	elif command -v apt-get >/dev/null && command -v sudo >/dev/null; then \
+	  sudo apt-get update -qq && sudo apt-get install -y -qq dataset-fashion-mnist openclipart-png; \
+	else \
+	  echo "data: no apt-get here. Download the four Fashion-MNIST *-ubyte.gz files into a"; \
+	  echo "      folder and set COPYCAT_DATA to it (or a torchvision root: data/FashionMNIST/raw);"; \
+	  echo "      for the NPD pool use --pool folder:PATH with any folder of natural images."; \
+	fi
+
+demo: setup  ## train a target, steal it with NPD images only, train the copycat, report
+	@test -f $(TARGET)/card.json || $(BIN)/copycat target train --dataset fashion-mnist \
+	  --out $(TARGET) --device $(DEVICE)
+	$(BIN)/copycat steal --oracle torch:$(TARGET) --pool $(POOL) --budget $(BUDGET) \
+	  --run-dir $(RUN) --device $(DEVICE)
+	$(BIN)/copycat train --run-dir $(RUN) --device $(DEVICE)
+	$(BIN)/copycat evaluate --run-dir $(RUN) --oracle torch:$(TARGET) \
+	  --test-set fashion-mnist:test --device $(DEVICE)
+	$(BIN)/copycat report --run-dir $(RUN)
+
+test: $(STAMP)  ## the fast, offline test suite
+	$(BIN)/python -m pytest
+
+test-interop: $(STAMP)  ## interop tests against third-party servers (own venvs)
+	$(BIN)/python -m pytest -m interop
+
+bench: setup  ## the quick benchmark grid
+	$(BIN)/python benchmarks/paper_table.py --quick
+	$(BIN)/python benchmarks/stages.py --quick
+	$(BIN)/python benchmarks/peers.py --quick
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy src
+
+clean:
+	rm -rf $(RUN) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,57 @@
+"""Label-aware selection: quotas even out the histogram; the budget still holds exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from copycat.config import PoolConfig, StealConfig, TrainConfig
+from copycat.oracle import LabelOnly, TorchOracle
+from copycat.pool import build_pool
+from copycat.selection import BalancedSelector, pick_balanced, quotas
+from copycat.sources import BankSource
+from copycat.steal import steal
+from copycat.store import AnswerStore
+
+from .conftest import SHAPE, RecordingOracle, rule_images
+
+
+def test_quotas_fill_the_rarest_classes_first() -> None:
+    q = quotas(torch.tensor([10, 0, 5]), 12)
+    assert q.tolist() == [0, 9, 3]  # levels end at 10, 9, 8: as even as 12 allows
+
+
+def test_pick_balanced_prefers_rows_likely_in_rare_classes() -> None:
+    probs = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9], [0.3, 0.7]])
+    idx = pick_balanced(probs, torch.tensor([100, 0]), 2)
+    assert sorted(idx.tolist()) == [2, 3]
+
+
+def test_balanced_steal_respects_budget_and_evens_labels(
+    victim: TorchOracle, tmp_path: Path
+) -> None:
+    cfg = StealConfig(
+        budget=600, batch_size=50, selection="balanced", seed_fraction=0.5, candidates_per_query=4
+    )
+    train = TrainConfig(arch="cnn-tiny", epochs=1, batch_size=50, device="cpu")
+    # a pool in which class 0 is nine times as common as all the others together
+    images, labels = rule_images(6000, 3)
+    keep = (labels == 0) | (torch.rand(6000, generator=torch.Generator().manual_seed(0)) < 0.1)
+    skewed = images[keep]
+    hists = {}
+    for mode in ("random", "balanced"):
+        oracle = RecordingOracle(LabelOnly(victim))
+        pool = build_pool(PoolConfig(spec="noise"), shape=SHAPE)
+        pool.sources = [BankSource("skewed", skewed)]
+        selector = (
+            BalancedSelector(config=cfg, train=train, num_classes=10, interim_epochs=2)
+            if mode == "balanced"
+            else None
+        )
+        with AnswerStore(tmp_path / f"{mode}.sqlite") as store:
+            steal(oracle, pool, store, config=cfg, selector=selector)
+            assert store.count() == 600 == len(set(oracle.queried))
+            hists[mode] = torch.tensor(store.label_histogram(10)).float()
+    # the spread of the label histogram shrinks when selection targets rare classes
+    assert hists["balanced"].std() < hists["random"].std()
