@@ -58,7 +58,7 @@ def steal_stage(
         from copycat.selection import BalancedSelector
 
         selector = BalancedSelector(
-            run, config=cfg.steal, train=cfg.train, num_classes=oracle.num_classes
+            config=cfg.steal, train=cfg.train, num_classes=oracle.num_classes
         )
     with AnswerStore(run.store) as store:
         summary = steal(oracle, pool, store, config=cfg.steal, on_batch=on_batch, selector=selector)
