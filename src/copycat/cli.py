@@ -178,7 +178,13 @@ def steal_cmd(
     seed: Annotated[int, typer.Option(help="Pool seed (same seed = resumable).")] = 0,
     augment: Annotated[bool, typer.Option(help="Query-time augmentation.")] = True,
     invert: Annotated[float, typer.Option(help="Probability of inverting an image.")] = -1.0,
-    selection: Annotated[str, typer.Option(help="random, or balanced (label-aware).")] = "random",
+    selection: Annotated[
+        str,
+        typer.Option(
+            help="balanced (label-aware: an interim copycat picks the images "
+            "that fill rare classes) or random."
+        ),
+    ] = StealConfig().selection,
     device: DeviceOpt = "auto",
 ) -> None:
     """Query the oracle with pool images under a budget; resumable at any moment."""
@@ -230,6 +236,9 @@ def train_cmd(
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = TrainConfig().lr,
     labels: Annotated[str, typer.Option(help="auto, hard or soft.")] = "auto",
     balance: Annotated[bool, typer.Option(help="Class-balanced sampling.")] = True,
+    augment: Annotated[
+        bool, typer.Option(help="Shift and flip the answers while training.")
+    ] = TrainConfig().augment,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -248,6 +257,7 @@ def train_cmd(
                 lr=lr,
                 labels=labels,
                 balance=balance,
+                augment=augment,
                 seed=seed,
                 device=device,
             ),

@@ -134,7 +134,8 @@ def augment_batch(
         base = torch.where(flip, 1.0 - base, base)
     lo, hi = cfg.scale
     area = lo + (hi - lo) * u[:, 1]
-    log_r = (u[:, 2] - 0.5) * 2 * math.log(4 / 3)
+    alo, ahi = math.log(cfg.aspect[0]), math.log(cfg.aspect[1])
+    log_r = alo + (ahi - alo) * u[:, 2]
     sx = (area * log_r.exp()).sqrt().clamp(max=1.0)
     sy = (area / log_r.exp()).sqrt().clamp(max=1.0)
     cx = (1 - sx) * (2 * u[:, 3] - 1)

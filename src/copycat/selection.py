@@ -73,11 +73,13 @@ class BalancedSelector:
         self.rounds = rounds
         self.interim_epochs = interim_epochs
         self._model: torch.nn.Module | None = None
-        self._next_retrain = int(config.budget * config.seed_fraction)
+        # The interim copycat needs a few batches of answers to learn anything.
+        self.seed_count = max(int(config.budget * config.seed_fraction), 2 * config.batch_size)
+        self._next_retrain = self.seed_count
 
     def __call__(self, cand: Candidates, k: int, store: AnswerStore) -> torch.Tensor:
         answered = store.count()
-        if answered < int(self.config.budget * self.config.seed_fraction):
+        if answered < self.seed_count:
             return torch.arange(k)  # random seed share: pool order
         if self._model is None or answered >= self._next_retrain:
             self._fit_interim(store)
