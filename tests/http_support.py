@@ -83,7 +83,9 @@ def running_server(
     cmd = [sys.executable, "-m", "copycat.cli", "serve", "--model", str(target), "--port", "0"]
     cmd += ["--query-log", str(qlog), *args]
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env or env_with_src())
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env or env_with_src()
+        )
     try:
         url = _wait_for_url(proc, log)
         yield Server(url=url, proc=proc, log=log, query_log=qlog)

@@ -12,12 +12,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from http_support import Server, env_with_src, running_server, synthetic_set, tiny_target
 from PIL import Image
 
 from copycat.errors import ConfigError
 from copycat.oracle import TorchOracle
 from copycat.serve_faults import FaultPlan
+from http_support import Server, env_with_src, running_server, synthetic_set, tiny_target
 
 KEY = "s3cret-test-key"
 
@@ -110,8 +110,7 @@ def test_oversized_batch_and_body_get_413(keyed: Server) -> None:
             "base64",
         ),
         (
-            b'{"inputs": [{"name": "i", "shape": [1, 1, 1, 1], "datatype": "INT8", '
-            b'"data": [1]}]}',
+            b'{"inputs": [{"name": "i", "shape": [1, 1, 1, 1], "datatype": "INT8", "data": [1]}]}',
             "UINT8, FP32 or BYTES",
         ),
     ],

@@ -5,6 +5,8 @@ first plays its ``sequence`` in order, then draws from its rates with a seeded g
 ``error500`` (HTTP 500), ``error429`` (429 with ``Retry-After: retry_after``), ``slow`` (answer
 after ``slow_seconds``, past a client's timeout), ``malformed`` (200 with truncated JSON) and
 ``drop`` (the connection closes mid-reply). ``delay`` adds latency to every inference request.
+While faults are on, ``PUT /_faults`` with a plan's JSON replaces the plan (so tests can reuse
+one server); without fault injection that path does not exist.
 """
 
 from __future__ import annotations
@@ -77,8 +79,8 @@ class FaultInjector:
         self._n = 0
 
     def draw(self) -> str:
-        p = self.plan
         with self._lock:
+            p = self.plan
             n, self._n = self._n, self._n + 1
             if n < len(p.sequence):
                 return p.sequence[n]
@@ -89,8 +91,28 @@ class FaultInjector:
                 return kind
         return "ok"
 
+    def replace(self, plan: FaultPlan) -> None:
+        with self._lock:
+            self.plan = plan
+            self._rng = random.Random(plan.seed)
+            self._n = 0
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = str(scope.get("path", ""))
+        if scope["type"] == "http" and path == "/_faults" and scope.get("method") == "PUT":
+            body = b""
+            while True:
+                msg = await receive()
+                body += msg.get("body", b"")
+                if not msg.get("more_body"):
+                    break
+            try:
+                self.replace(FaultPlan.from_json(body.decode() or "{}"))
+            except ConfigError as exc:
+                await _send(send, 400, json.dumps({"error": str(exc)}).encode())
+                return
+            await _send(send, 200, b'{"faults": "replaced"}')
+            return
         if scope["type"] != "http" or not (path.endswith("/infer") or path == "/predict"):
             await self.app(scope, receive, send)
             return
