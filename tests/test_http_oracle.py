@@ -13,13 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import hypothesis.strategies as st
+import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
 
 from copycat.config import AugmentConfig, PoolConfig, StealConfig
 from copycat.errors import ConfigError, OracleError, OracleUnavailableError
 from copycat.http_formats import load_label_map, parse_plain_reply
-from copycat.http_oracle import build_http_oracle
+from copycat.http_oracle import build_http_oracle, uint8_json
 from copycat.oracle import TorchOracle, parse_oracle_spec
 from copycat.pool import build_pool
 from copycat.steal import steal
@@ -257,3 +260,9 @@ def test_plain_reply_errors_name_the_fix(tmp_path: Path) -> None:
         build_http_oracle("http://127.0.0.1:1/predict", concurrency=0)
     with pytest.raises(ConfigError, match="/v2/models/NAME"):
         build_http_oracle("oip+http://127.0.0.1:1/predict")
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(0, 255), max_size=300))
+def test_uint8_json_is_exact_json(values: list[int]) -> None:
+    assert json.loads(uint8_json(np.asarray(values, dtype=np.uint8))) == values

@@ -45,6 +45,27 @@ _FLOAT_TYPES = {"FP16", "FP32", "FP64"}
 _SEND_AS = {"UINT8": "uint8", "FP32": "fp32", "FP64": "fp32", "FP16": "fp32", "BYTES": "png"}
 
 
+def _digits_table() -> np.ndarray:
+    codes = np.zeros((256, 4), dtype=np.uint8)  # "v," left-aligned, zero-padded
+    for v in range(256):
+        text = f"{v},".encode()
+        codes[v, : len(text)] = np.frombuffer(text, dtype=np.uint8)
+    return codes.view(np.uint32).ravel()  # one 4-byte word per value: a fast gather
+
+
+_DIGITS = _digits_table()
+
+
+def uint8_json(values: np.ndarray) -> bytes:
+    """A uint8 array as a JSON list ``[v, v, ...]``, vectorised: ~10x faster than json.dumps,
+    which matters because the client shares the CPU with everything else."""
+    flat = values.ravel()
+    if flat.size == 0:
+        return b"[]"
+    chars = _DIGITS[flat].view(np.uint8)  # padding bytes are 0, never a character
+    return b"[" + chars[chars != 0].tobytes()[:-1] + b"]"
+
+
 def to_png_b64(images: torch.Tensor) -> list[str]:
     """(N, C, H, W) float in [0, 1] to base64 PNG strings (lossless for 8-bit images)."""
     arr = images.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).numpy()
@@ -218,8 +239,9 @@ class OipOracle(_HttpOracle):
             tensor = {"name": name, "shape": [n], "datatype": "BYTES", "data": to_png_b64(x)}
             tensor["parameters"] = {"content_type": "base64"}
         elif how == "uint8":
-            data = x.mul(255.0).round_().to(torch.uint8).numpy().ravel().tolist()
-            tensor = {"name": name, "shape": [n, c, h, w], "datatype": "UINT8", "data": data}
+            head = {"name": name, "shape": [n, c, h, w], "datatype": "UINT8"}
+            raw = uint8_json(x.mul(255.0).round_().to(torch.uint8).numpy())
+            return b'{"inputs": [' + json.dumps(head)[:-1].encode() + b', "data": ' + raw + b"}]}"
         else:  # 8 decimals keep k/255 exact after the server's cast to float32
             data = x.double().numpy().round(8).ravel().tolist()
             tensor = {"name": name, "shape": [n, c, h, w], "datatype": "FP32", "data": data}
