@@ -20,6 +20,22 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from copycat.cli_http import (
+    ApiKeyEnvOpt,
+    ConcurrencyOpt,
+    InputShapeOpt,
+    LabelMapOpt,
+    MaxQpsOpt,
+    NumClassesOpt,
+    PriceOpt,
+    RequestBatchOpt,
+    ResponseFormatOpt,
+    RetriesOpt,
+    SendAsOpt,
+    TimeoutOpt,
+    http_options,
+    serve_cmd,
+)
 from copycat.config import (
     ExperimentConfig,
     PoolConfig,
@@ -38,6 +54,7 @@ app = typer.Typer(
 )
 target_app = typer.Typer(help="Train and publish targets (victims to audit).", no_args_is_help=True)
 app.add_typer(target_app, name="target")
+app.command("serve")(serve_cmd)
 console = Console(stderr=True)
 
 RunDirOpt = Annotated[
@@ -75,6 +92,13 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except CopycatError as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # answers paid so far were committed
+            console.print(
+                f"[yellow]interrupted:[/] {escape(str(exc))}; run the same command again to resume",
+                soft_wrap=True,
+                highlight=False,
+            )
+            raise typer.Exit(130) from exc
         console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
         raise typer.Exit(2) from exc
     except KeyboardInterrupt as exc:
@@ -186,9 +210,37 @@ def steal_cmd(
         ),
     ] = StealConfig().selection,
     device: DeviceOpt = "auto",
+    api_key_env: ApiKeyEnvOpt = None,
+    concurrency: ConcurrencyOpt = 4,
+    max_qps: MaxQpsOpt = None,
+    timeout: TimeoutOpt = 30.0,
+    max_retries: RetriesOpt = 6,
+    price_per_1000: PriceOpt = 0.0,
+    request_batch: RequestBatchOpt = 64,
+    response_format: ResponseFormatOpt = "label-score",
+    label_map: LabelMapOpt = None,
+    input_shape: InputShapeOpt = None,
+    num_classes: NumClassesOpt = None,
+    send_as: SendAsOpt = "auto",
 ) -> None:
     """Query the oracle with pool images under a budget; resumable at any moment."""
-    from copycat.pipeline import steal_stage
+    from copycat.pipeline import open_oracle, steal_stage
+
+    http = http_options(
+        oracle,
+        api_key_env=api_key_env,
+        concurrency=concurrency,
+        max_qps=max_qps,
+        timeout=timeout,
+        max_retries=max_retries,
+        price_per_1000=price_per_1000,
+        request_batch=request_batch,
+        response_format=response_format,
+        label_map=label_map,
+        input_shape=input_shape,
+        num_classes=num_classes,
+        send_as=send_as,
+    )
 
     with _errors():
         aug = PoolConfig().augment
@@ -210,7 +262,10 @@ def steal_cmd(
             def on_batch(done: int, total: int, hist: list[int]) -> None:
                 progress.update(task, completed=done, info=f"labels {hist}")
 
-            s = steal_stage(cfg, command=_command(ctx), on_batch=on_batch)
+            the_oracle = open_oracle(cfg, **http)
+            s = steal_stage(cfg, command=_command(ctx), on_batch=on_batch, oracle=the_oracle)
+    ledger = getattr(the_oracle, "ledger", None)
+    cost = list(ledger.as_dict().items()) if ledger is not None else []
     _table(
         f"steal {run_dir}",
         [
@@ -220,6 +275,7 @@ def steal_cmd(
             ("images/s", round(s.images_per_s, 1)),
             ("skipped files", s.skipped_files or "none"),
             ("stopped", s.stopped),
+            *cost,
         ],
     )
 
@@ -285,9 +341,35 @@ def evaluate_cmd(
         str, typer.Option(help="fashion-mnist:test or folder:PATH (ImageFolder layout).")
     ] = "fashion-mnist:test",
     device: DeviceOpt = "auto",
+    api_key_env: ApiKeyEnvOpt = None,
+    concurrency: ConcurrencyOpt = 4,
+    max_qps: MaxQpsOpt = None,
+    timeout: TimeoutOpt = 30.0,
+    max_retries: RetriesOpt = 6,
+    request_batch: RequestBatchOpt = 64,
+    response_format: ResponseFormatOpt = "label-score",
+    label_map: LabelMapOpt = None,
+    input_shape: InputShapeOpt = None,
+    num_classes: NumClassesOpt = None,
+    send_as: SendAsOpt = "auto",
 ) -> None:
     """Score copycat and oracle on a labelled test set; writes eval.json."""
     from copycat.pipeline import evaluate_stage
+
+    http = http_options(
+        oracle,
+        api_key_env=api_key_env,
+        concurrency=concurrency,
+        max_qps=max_qps,
+        timeout=timeout,
+        max_retries=max_retries,
+        request_batch=request_batch,
+        response_format=response_format,
+        label_map=label_map,
+        input_shape=input_shape,
+        num_classes=num_classes,
+        send_as=send_as,
+    )
 
     with _errors():
         cfg = _experiment(
@@ -296,7 +378,7 @@ def evaluate_cmd(
             test_set=test_set,
             train=dataclasses.replace(TrainConfig(), device=device),
         )
-        r = evaluate_stage(cfg, command=_command(ctx))
+        r = evaluate_stage(cfg, command=_command(ctx), **http)
     _table(
         f"evaluate {run_dir}",
         [

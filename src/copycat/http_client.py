@@ -1,0 +1,349 @@
+"""The transport under the HTTP oracles: concurrency, pacing, retries and the cost ledger.
+
+One :class:`Transport` sends a list of request bodies with up to ``concurrency`` requests in
+flight (threads sharing one ``httpx.Client``), paced to ``max_qps`` requests per second. Each
+request is retried on connection errors, timeouts, 429, 5xx and unparsable JSON, with
+exponential backoff and full jitter that never waits less than the server's ``Retry-After``.
+Every attempt is counted in a :class:`CostLedger`. The API key is read from an environment
+variable, sent as ``Authorization: Bearer`` and never logged or put in a fingerprint.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import httpx
+
+from copycat.errors import ConfigError, OracleError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+RESPONSE_FORMATS = ("label-score", "label", "probs")
+SEND_AS = ("auto", "uint8", "fp32", "png")
+
+
+def _check(ok: bool, name: str, value: object, accepted: str) -> None:
+    if not ok:
+        raise ConfigError(f"{name}={value!r} is invalid; accepted: {accepted}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpOracleConfig:
+    """How an HTTP oracle is queried. ``label_map`` and ``input_shape`` serve plain-JSON targets
+    (OIP targets publish their shape in their metadata)."""
+
+    api_key_env: str | None = None
+    concurrency: int = 4
+    max_qps: float | None = None  # requests per second, all threads together
+    timeout: float = 30.0
+    max_retries: int = 6
+    backoff: float = 0.25  # first backoff ceiling in seconds; doubles per retry
+    max_backoff: float = 30.0
+    max_retry_after: float = 300.0  # a longer Retry-After is an error, not a wait
+    price_per_1000: float = 0.0
+    request_batch: int = 64  # images per HTTP request
+    response_format: str = "label-score"
+    label_map: tuple[str, ...] = ()
+    num_classes: int | None = None
+    input_shape: tuple[int, int, int] | None = None
+    send_as: str = "auto"
+    seed: int = 0  # of the backoff jitter
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.concurrency <= 256, "concurrency", self.concurrency, "1..256")
+        _check(self.max_qps is None or self.max_qps > 0, "max_qps", self.max_qps, "> 0 or None")
+        _check(self.timeout > 0, "timeout", self.timeout, "seconds > 0")
+        _check(0 <= self.max_retries <= 100, "max_retries", self.max_retries, "0..100")
+        _check(self.backoff >= 0, "backoff", self.backoff, "seconds >= 0")
+        _check(self.max_backoff >= self.backoff, "max_backoff", self.max_backoff, ">= backoff")
+        _check(self.price_per_1000 >= 0, "price_per_1000", self.price_per_1000, ">= 0")
+        _check(1 <= self.request_batch <= 65_536, "request_batch", self.request_batch, "1..65536")
+        _check(
+            self.response_format in RESPONSE_FORMATS,
+            "response_format",
+            self.response_format,
+            ", ".join(RESPONSE_FORMATS),
+        )
+        _check(self.send_as in SEND_AS, "send_as", self.send_as, ", ".join(SEND_AS))
+        _check(
+            self.num_classes is None or self.num_classes >= 2,
+            "num_classes",
+            self.num_classes,
+            ">= 2",
+        )
+        _check(
+            self.input_shape is None
+            or (len(self.input_shape) == 3 and all(d >= 1 for d in self.input_shape)),
+            "input_shape",
+            self.input_shape,
+            "C,H,W with positive sizes, e.g. 1,28,28",
+        )
+
+    def api_key(self) -> str | None:
+        """The key from ``api_key_env``; None when no variable is named."""
+        if not self.api_key_env:
+            return None
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise ConfigError(
+                f"api_key_env={self.api_key_env!r} names an unset or empty environment "
+                f"variable; export {self.api_key_env}=<key> or drop --api-key-env"
+            )
+        return key
+
+
+@dataclass(slots=True)
+class CostLedger:
+    """What this process paid: ``queries`` answered images, ``attempts`` HTTP requests sent,
+    ``failures`` attempts that failed, ``retries`` attempts repeated, ``billed_images`` images in
+    requests the server answered with 2xx (what a hosted API bills, malformed replies too)."""
+
+    price_per_1000: float = 0.0
+    queries: int = 0
+    requests: int = 0
+    attempts: int = 0
+    failures: int = 0
+    retries: int = 0
+    billed_images: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for k, v in counts.items():
+                setattr(self, k, getattr(self, k) + v)
+
+    @property
+    def estimated_cost(self) -> float:
+        return self.billed_images * self.price_per_1000 / 1000.0
+
+    def as_dict(self) -> dict[str, float | int]:
+        with self._lock:
+            return {
+                "queries": self.queries,
+                "requests": self.requests,
+                "attempts": self.attempts,
+                "failures": self.failures,
+                "retries": self.retries,
+                "billed_images": self.billed_images,
+                "price_per_1000": self.price_per_1000,
+                "estimated_cost": round(self.estimated_cost, 6),
+            }
+
+
+class Pacer:
+    """Spaces request starts ``1 / qps`` apart across threads (no bursts)."""
+
+    def __init__(self, qps: float | None) -> None:
+        self.interval = 1.0 / qps if qps else 0.0
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self, stop: threading.Event) -> None:
+        if not self.interval:
+            return
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next)
+            self._next = slot + self.interval
+        if slot > now:
+            stop.wait(slot - now)
+
+
+class RetryableError(Exception):
+    """An attempt failed in a way worth retrying; ``retry_after`` is the server's wish."""
+
+    def __init__(self, cause: str, retry_after: float | None = None) -> None:
+        super().__init__(cause)
+        self.retry_after = retry_after
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during :meth:`Transport.map`; ``futures`` holds the requests, some answered."""
+
+    def __init__(self, futures: list[Future[Any]]) -> None:
+        super().__init__()
+        self.futures = futures
+
+
+class RetriesExhausted(OracleError):
+    """One request failed ``max_retries + 1`` times; the message names the last cause."""
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header: delta-seconds (fractions accepted) or HTTP-date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def error_text(r: httpx.Response) -> str:
+    """The server's error message (``{"error": ...}`` or ``{"detail": ...}``) or its body."""
+    try:
+        body = r.json()
+    except ValueError:
+        return r.text[:200]
+    if isinstance(body, dict):
+        for key in ("error", "detail", "message"):
+            if key in body:
+                return str(body[key])[:300]
+    return str(body)[:200]
+
+
+class Transport:
+    """Sends requests concurrently with pacing and retries; counts everything in ``ledger``."""
+
+    def __init__(self, url: str, *, config: HttpOracleConfig) -> None:
+        self.url = url
+        self.config = config
+        self.ledger = CostLedger(price_per_1000=config.price_per_1000)
+        self.stop = threading.Event()
+        self._pacer = Pacer(config.max_qps)
+        self._rng = random.Random(config.seed)
+        self._client: httpx.Client | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def client(self) -> httpx.Client:
+        if self._client is None:
+            headers = {"User-Agent": "copycat"}
+            key = self.config.api_key()
+            if key is not None:
+                headers["Authorization"] = f"Bearer {key}"
+            n = self.config.concurrency
+            self._client = httpx.Client(
+                headers=headers,
+                timeout=self.config.timeout,
+                limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
+            )
+        return self._client
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def get_json(self, url: str) -> Any:
+        """GET ``url`` with retries (metadata); returns the parsed JSON."""
+        return self.call(lambda: self.client.get(url), lambda r: r.json(), images=0)
+
+    def call(
+        self,
+        send: Callable[[], httpx.Response],
+        parse: Callable[[httpx.Response], T],
+        *,
+        images: int,
+    ) -> T:
+        """One logical request: ``send`` until ``parse`` succeeds or retries run out."""
+        cfg = self.config
+        for attempt in range(cfg.max_retries + 1):
+            if self.stop.is_set():
+                raise RetriesExhausted("the client was stopped before this request was answered")
+            self._pacer.wait(self.stop)
+            self.ledger.add(attempts=1)
+            try:
+                return self._attempt(send, parse, images=images)
+            except RetryableError as exc:
+                self.ledger.add(failures=1)
+                wait_s = self._backoff(attempt, exc.retry_after)
+                if attempt == cfg.max_retries:
+                    raise RetriesExhausted(
+                        f"{self.url} failed {attempt + 1} times; last cause: {exc}. Check that "
+                        "the server is up, or raise --max-retries / --timeout, lower "
+                        "--concurrency / --max-qps"
+                    ) from exc
+                log.debug("retry %d after %.2fs: %s", attempt + 1, wait_s, exc)
+                self.ledger.add(retries=1)
+                self.stop.wait(wait_s)
+            except OracleError:
+                self.ledger.add(failures=1)
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        cfg = self.config
+        jitter = self._rng.uniform(0.0, min(cfg.max_backoff, cfg.backoff * 2.0**attempt))
+        if retry_after is None:
+            return jitter
+        if retry_after > cfg.max_retry_after:
+            raise OracleError(
+                f"{self.url} asks to wait {retry_after:.0f} s (Retry-After), more than "
+                f"{cfg.max_retry_after:.0f} s; try again later or lower --max-qps"
+            )
+        return max(retry_after, jitter)
+
+    def _attempt(
+        self,
+        send: Callable[[], httpx.Response],
+        parse: Callable[[httpx.Response], T],
+        *,
+        images: int,
+    ) -> T:
+        try:
+            r = send()
+        except httpx.TimeoutException as exc:
+            cause = f"timeout after {self.config.timeout} s ({type(exc).__name__})"
+            raise RetryableError(cause) from exc
+        except httpx.TransportError as exc:
+            raise RetryableError(f"connection error ({type(exc).__name__}: {exc})") from exc
+        code = r.status_code
+        if code == 429 or code >= 500:
+            after = parse_retry_after(r.headers.get("Retry-After"))
+            raise RetryableError(f"HTTP {code}: {error_text(r)}", after)
+        if code in (401, 403):
+            env = self.config.api_key_env
+            fix = f"check the key in ${env}" if env else "pass --api-key-env VAR with the key"
+            raise OracleError(f"{self.url} refused the request (HTTP {code}); {fix}")
+        if code == 413:
+            raise OracleError(
+                f"{self.url} says the request is too large (HTTP 413: {error_text(r)}); "
+                "lower --request-batch"
+            )
+        if code >= 400:
+            raise OracleError(f"{self.url} rejected the request (HTTP {code}: {error_text(r)})")
+        if 200 <= code < 300:
+            self.ledger.add(billed_images=images)
+        try:
+            return parse(r)
+        except json.JSONDecodeError as exc:  # a truncated reply; the next one may be whole
+            raise RetryableError(f"malformed JSON in the reply ({exc})") from exc
+
+    def map(self, fn: Callable[[T], Any], items: Sequence[T]) -> list[Future[Any]]:
+        """Run ``fn`` over ``items`` on the worker threads; waits for every future.
+
+        On Ctrl-C the requests not yet started are cancelled and those in flight are awaited,
+        so what they paid for can still be committed; then the interrupt is re-raised.
+        """
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="oracle")
+        futures = [self._pool.submit(fn, item) for item in items]
+        try:
+            wait(futures)
+        except KeyboardInterrupt as exc:
+            for f in futures:
+                f.cancel()
+            self.stop.set()
+            wait(futures, timeout=self.config.timeout + 1.0)
+            raise Interrupted(futures) from exc
+        return futures
