@@ -10,7 +10,7 @@ bench:
 	$(BENCH) benchmarks/peers.py --quick
 	$(BENCH) benchmarks/stages.py --quick
 
-# The default grid (paper_table: ~45-60 min on 2 CPU cores).
+# The default grid (paper_table: ~35-45 min on 2 free CPU cores, estimated from the quick grid).
 bench-full:
 	$(BENCH) benchmarks/paper_table.py
 	$(BENCH) benchmarks/peers.py
