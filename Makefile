@@ -10,7 +10,7 @@ BUDGET ?= 20000
 POOL   ?= npd
 DEVICE ?= auto
 
-.PHONY: setup data demo test test-interop bench lint clean
+.PHONY: setup data demo test test-interop bench bench-full bench-gpu lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,10 +49,25 @@ test: $(STAMP)  ## the fast, offline test suite
 test-interop: $(STAMP)  ## interop tests against third-party servers (own venvs)
 	$(BIN)/python -m pytest -m interop
 
-bench: setup  ## the quick benchmark grid
+bench: setup  ## the quick benchmark grid (minutes per script on 2 CPU cores)
+	$(BIN)/pip install --quiet adversarial-robustness-toolbox
 	$(BIN)/python benchmarks/paper_table.py --quick
 	$(BIN)/python benchmarks/stages.py --quick
 	$(BIN)/python benchmarks/peers.py --quick
+	$(BIN)/python benchmarks/http_throughput.py
+
+bench-full: setup  ## the default grid (paper_table: ~35-45 min on 2 free CPU cores)
+	$(BIN)/pip install --quiet adversarial-robustness-toolbox
+	$(BIN)/python benchmarks/paper_table.py
+	$(BIN)/python benchmarks/peers.py
+	$(BIN)/python benchmarks/stages.py
+
+bench-gpu: setup  ## the larger grid for a GPU: VGG-16 copycats, budgets of 100k and more
+	$(BIN)/pip install --quiet adversarial-robustness-toolbox
+	$(BIN)/python benchmarks/paper_table.py --device cuda --arch vgg16 --tag gpu \
+	  --budgets 1k,2k,5k,10k,20k,50k,100k,200k
+	$(BIN)/python benchmarks/peers.py --device cuda --arch vgg16 --tag gpu --budgets 20k,100k
+	$(BIN)/python benchmarks/stages.py --device cuda --tag gpu --budgets 1k,10k,100k,1000k
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
