@@ -29,8 +29,9 @@ BANK_VERSION = 2
 
 
 def base_size(shape: tuple[int, int, int]) -> int:
-    """Side of the stored base images: room for crops, bounded in memory."""
-    return max(64, min(2 * max(shape[1:]), 320))
+    """Side of the stored base images: twice the oracle's side, room for crops without
+    aliasing, and exactly what ``augment_batch`` resamples from without shrinking first."""
+    return max(32, min(2 * max(shape[1:]), 320))
 
 
 def list_images(root: Path) -> tuple[list[Path], Counter[str]]:
