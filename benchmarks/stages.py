@@ -157,7 +157,12 @@ def train_ratio(
     if arch:
         train["arch"] = arch
     cfg = common.experiment(
-        work / "train", target, device=device, seed=seed, steal={"budget": budget}, train=train
+        work / "train",
+        target,
+        device=device,
+        seed=seed,
+        steal={"budget": budget, "selection": "random"},
+        train=train,
     )
     steal_stage(cfg)
     t0 = time.perf_counter()
@@ -217,7 +222,9 @@ def case_steal(case: dict[str, Any]) -> dict[str, Any]:
         Path(case["target"]),
         device=case["device"],
         seed=case["seed"],
-        steal={"budget": case["budget"]},
+        # random selection: the query stage alone, without label-aware selection's interim
+        # copycat (a training cost that holds the answers in memory)
+        steal={"budget": case["budget"], "selection": "random"},
     )
     oracle = open_oracle(cfg)
     build_pool(cfg.pool, shape=oracle.input_shape)  # load the NPD bank before the baseline
@@ -249,7 +256,9 @@ def case_train(case: dict[str, Any]) -> dict[str, Any]:
         Path(case["target"]),
         device=case["device"],
         seed=case["seed"],
-        steal={"budget": case["budget"]},
+        # random selection: the query stage alone, without label-aware selection's interim
+        # copycat (a training cost that holds the answers in memory)
+        steal={"budget": case["budget"], "selection": "random"},
         train=train,
     )
     mark = start_stage()

@@ -4,7 +4,8 @@ Stolen labels are heavily skewed: most NPD images land in a few classes. After a
 share of the budget, an interim copycat trained on the answers so far scores an oversampled
 batch of candidates, and the batch sent is the one most likely to fill the classes the fake
 dataset lacks (water-filling towards a uniform label histogram, ties to high entropy). The
-interim copycat is retrained a few times as answers accumulate.
+interim copycat is fitted on the seed answers and refitted once more (``rounds``) halfway
+through the rest.
 """
 
 from __future__ import annotations
@@ -64,28 +65,31 @@ class BalancedSelector:
         config: StealConfig,
         train: TrainConfig,
         num_classes: int,
-        rounds: int = 3,
+        rounds: int = 2,
         interim_epochs: int = 3,
     ) -> None:
         self.config = config
         self.train = train
         self.num_classes = num_classes
-        self.rounds = rounds
         self.interim_epochs = interim_epochs
         self._model: torch.nn.Module | None = None
         # The interim copycat needs a few batches of answers to learn anything.
         self.seed_count = max(int(config.budget * config.seed_fraction), 2 * config.batch_size)
-        self._next_retrain = self.seed_count
+        # It is fitted at the seed count, then again at even steps of what remains.
+        rest = max(0, config.budget - self.seed_count)
+        self._retrain_at = [self.seed_count + i * rest // rounds for i in range(rounds)]
+
+    def active(self, answered: int) -> bool:
+        return answered >= self.seed_count
 
     def __call__(self, cand: Candidates, k: int, store: AnswerStore) -> torch.Tensor:
         answered = store.count()
         if answered < self.seed_count:
             return torch.arange(k)  # random seed share: pool order
-        if self._model is None or answered >= self._next_retrain:
+        if self._model is None or any(t <= answered for t in self._retrain_at):
             self._fit_interim(store)
-            step = (self.config.budget - answered) // max(1, self.rounds)
-            self._next_retrain = answered + max(step, self.config.batch_size)
-        assert self._model is not None
+            self._retrain_at = [t for t in self._retrain_at if t > answered]
+        assert self._model is not None  # fitted just above
         device = resolve_device(self.train.device)
         probs = torch.softmax(predict(self._model, cand.images, device=device), 1)
         hist = torch.tensor(store.label_histogram(self.num_classes), dtype=torch.int64)

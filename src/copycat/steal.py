@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
@@ -24,8 +25,13 @@ from copycat.store import AnswerStore, image_id
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int, list[int]], None]  # (answered, budget, label histogram)
-# (candidates, k, store) -> indices of the k candidates to query
-Selector = Callable[[Candidates, int, AnswerStore], torch.Tensor]
+
+
+class Selector(Protocol):
+    """Label-aware selection: which of an oversampled batch of candidates to send."""
+
+    def active(self, answered: int) -> bool: ...  # oversample from this many answers on
+    def __call__(self, cand: Candidates, k: int, store: AnswerStore) -> torch.Tensor: ...
 
 
 @dataclass(slots=True, kw_only=True)
@@ -118,9 +124,17 @@ def steal(
     seen: set[str] = set()
     if on_batch is not None:
         on_batch(start_count, config.budget, hist)
-    for i, cand in enumerate(pool.batches(config.batch_size * over)):
+    stream = pool.batches(config.batch_size)
+    for i, first in enumerate(stream):
         if remaining <= 0:
             break
+        cand = first
+        if selector is not None and selector.active(start_count + queried):
+            more = [next(stream) for _ in range(over - 1)]
+            cand = Candidates(
+                images=torch.cat([first.images, *(m.images for m in more)]),
+                sources=first.sources + tuple(s for m in more for s in m.sources),
+            )
         ids = [image_id(img) for img in cand.images]
         known = store.known(ids)
         fresh = [j for j, h in enumerate(ids) if h not in known and h not in seen]

@@ -119,7 +119,8 @@ def fit(
     soft = targets.ndim == 2
     hard = targets.argmax(1) if soft else targets
     gen = torch.Generator().manual_seed(config.seed)
-    model.to(device)
+    # channels-last convolutions run about a third faster on CPU (oneDNN) and no slower on GPU
+    model.to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     n = len(images)
     steps = max(1, n // config.batch_size)
@@ -166,6 +167,7 @@ def fit(
                 x = images[idx].to(device, non_blocking=True).float().div_(255.0)
                 if config.augment:
                     x = augment_train(x, gen)
+                x = x.contiguous(memory_format=torch.channels_last)
                 y = targets[idx].to(device)
                 logits = model(x)
                 if soft:
