@@ -224,6 +224,9 @@ def test_interrupted_cli_steal_resumes_without_paying_twice(
     _assert_store_matches_target(tmp_path / "run" / "answers.sqlite", target, 400)
     report = json.loads((tmp_path / "run" / "steal.json").read_text())
     assert report["queries"] == 400 - kept and report["attempts"] >= report["requests"]
+    # the ledger of the interrupted run was kept: together the runs paid for 400 images
+    assert report["total"]["queries"] == 400
+    assert report["total"]["billed_images"] == 400
 
 
 @pytest.mark.parametrize(

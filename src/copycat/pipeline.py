@@ -60,15 +60,46 @@ def steal_stage(
         selector = BalancedSelector(
             config=cfg.steal, train=cfg.train, num_classes=oracle.num_classes
         )
-    with AnswerStore(run.store) as store:
-        summary = steal(oracle, pool, store, config=cfg.steal, on_batch=on_batch, selector=selector)
-    data = asdict(summary)
-    data["images_per_s"] = summary.images_per_s
-    ledger = getattr(oracle, "ledger", None)
-    if ledger is not None:
-        data.update(ledger.as_dict())
-    (run.root / "steal.json").write_text(json.dumps(data, indent=2) + "\n")
+    summary: StealSummary | None = None
+    try:
+        with AnswerStore(run.store) as store:
+            summary = steal(
+                oracle, pool, store, config=cfg.steal, on_batch=on_batch, selector=selector
+            )
+    finally:  # an interrupted or failed run paid for queries too: its ledger is kept
+        write_steal_json(run, summary, getattr(oracle, "ledger", None))
     return summary
+
+
+LEDGER_SUMS = (
+    "queries",
+    "requests",
+    "attempts",
+    "failures",
+    "retries",
+    "billed_images",
+    "estimated_cost",
+)
+
+
+def write_steal_json(run: RunDir, summary: StealSummary | None, ledger: Any) -> None:
+    """``steal.json``: this run's summary and cost ledger, plus the ledger summed over every
+    run of the directory (``total``), so a resumed steal reports what it cost in all."""
+    path = run.root / "steal.json"
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    data: dict[str, Any] = (
+        {**asdict(summary), "images_per_s": summary.images_per_s}
+        if summary is not None
+        else {"stopped": "interrupted or failed; run the same command again to resume"}
+    )
+    if ledger is not None:
+        now = ledger.as_dict()
+        data.update(now)
+        total = dict(previous.get("total", {}))
+        for key in LEDGER_SUMS:
+            total[key] = round(total.get(key, 0) + now.get(key, 0), 6)
+        data["total"] = total
+    path.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def train_stage(

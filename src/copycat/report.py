@@ -130,6 +130,8 @@ def render_report(run: RunDir) -> Path:
         ):
             if key in st:
                 lines.append(f"| {key.replace('_', ' ')} | {_fmt(st[key], 2)} |")
+        for key, value in st.get("total", {}).items():
+            lines.append(f"| all runs: {key.replace('_', ' ')} | {_fmt(value, 2)} |")
         lines.append("")
     if run.store.is_file():
         with AnswerStore(run.store) as store:
