@@ -85,8 +85,16 @@ def predict(
 
 def _save(path: Path, obj: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)  # atomic: a kill mid-save never leaves a truncated checkpoint
+    try:
+        torch.save(obj, tmp)
+        tmp.replace(path)  # atomic: a kill mid-save never leaves a truncated checkpoint
+    except (OSError, RuntimeError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(
+            f"could not write checkpoint {path} ({exc}); free disk space and "
+            "run the same command again: training resumes from the last "
+            "checkpoint"
+        ) from exc
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
