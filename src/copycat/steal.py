@@ -41,7 +41,7 @@ class StealSummary:
     budget: int
     answered: int  # in the store, all runs
     queried_now: int  # sent and committed by this call
-    already_answered: int  # candidates skipped because a previous run paid for them
+    already_answered: int  # candidates skipped: their exact image was answered before
     batches: int
     seconds: float
     label_histogram: list[int]
