@@ -27,6 +27,7 @@ from copycat.oracle import TorchOracle, parse_oracle_spec
 from copycat.pool import build_pool
 from copycat.steal import steal
 from copycat.store import AnswerStore, image_id
+
 from .http_support import Server, env_with_src, running_server, tiny_target
 
 FAST = {"backoff": 0.01, "max_backoff": 0.05, "timeout": 2.0}

@@ -27,6 +27,7 @@ from copycat.oracle import TorchOracle, parse_oracle_spec
 from copycat.pool import build_pool
 from copycat.steal import steal
 from copycat.store import AnswerStore
+
 from .http_support import tiny_target
 
 pytestmark = pytest.mark.interop

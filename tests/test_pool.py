@@ -107,3 +107,31 @@ def test_missing_folder_names_the_fix(tmp_path: Path) -> None:
     pool = build_pool(PoolConfig(spec=f"folder:{tmp_path / 'nope'}"), shape=(1, 28, 28))
     with pytest.raises(DataError, match="does not exist"):
         next(pool.batches(4))
+
+
+def test_prefetch_keeps_order_raises_errors_and_stops_when_closed() -> None:
+    import threading
+
+    from copycat.pool import prefetch
+
+    assert list(prefetch(iter(range(50)))) == list(range(50))
+
+    def broken():  # type: ignore[no-untyped-def]
+        yield 1
+        raise DataError("bad folder")
+
+    it = prefetch(broken())
+    assert next(it) == 1
+    with pytest.raises(DataError, match="bad folder"):
+        next(it)
+
+    def endless():  # type: ignore[no-untyped-def]
+        n = 0
+        while True:
+            n += 1
+            yield n
+
+    gen = prefetch(endless())
+    assert [next(gen) for _ in range(3)] == [1, 2, 3]
+    gen.close()
+    assert not any(t.name == "copycat-pool" for t in threading.enumerate())

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import math
+import queue
+import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -111,6 +113,49 @@ class Pool:
                 yield Candidates(images=allimg[:batch_size], sources=tuple(buf_s[:batch_size]))
                 buf_i, buf_s = [allimg[batch_size:]], buf_s[batch_size:]
                 have -= batch_size
+
+
+T = TypeVar("T")
+
+
+def prefetch(items: Iterator[T], *, depth: int = 2) -> Generator[T, None, None]:
+    """``items`` produced ahead in a background thread (at most ``depth`` waiting), so making
+    the next batch overlaps with querying this one. Order, and so determinism, is kept; an
+    error in the producer is raised here; closing this iterator stops the producer."""
+    q: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(kind: str, value: object) -> bool:
+        while not stop.is_set():
+            try:
+                q.put((kind, value), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put("item", item):
+                    return
+            put("end", None)
+        except BaseException as exc:  # handed to the consumer, raised there
+            put("error", exc)
+
+    worker = threading.Thread(target=produce, name="copycat-pool", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, value = q.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value  # type: ignore[misc]
+            yield value  # type: ignore[misc]
+    finally:
+        stop.set()
+        worker.join(timeout=10)
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -19,7 +20,7 @@ import torch
 from copycat.config import StealConfig
 from copycat.errors import OracleError, OracleUnavailableError
 from copycat.oracle import Answer, Oracle
-from copycat.pool import Candidates, Pool
+from copycat.pool import Candidates, Pool, prefetch
 from copycat.store import AnswerStore, image_id
 
 log = logging.getLogger(__name__)
@@ -124,55 +125,59 @@ def steal(
     seen: set[str] = set()
     if on_batch is not None:
         on_batch(start_count, config.budget, hist)
-    stream = pool.batches(config.batch_size)
-    for i, first in enumerate(stream):
-        if remaining <= 0:
-            break
-        cand = first
-        if selector is not None and selector.active(start_count + queried):
-            more = [next(stream) for _ in range(over - 1)]
-            cand = Candidates(
-                images=torch.cat([first.images, *(m.images for m in more)]),
-                sources=first.sources + tuple(s for m in more for s in m.sources),
-            )
-        ids = [image_id(img) for img in cand.images]
-        known = store.known(ids)
-        fresh = [j for j, h in enumerate(ids) if h not in known and h not in seen]
-        already += sum(1 for h in ids if h in known)
-        if not fresh:
-            stale = stale + 1 if i >= prefix_batches else 0
-            if stale >= 50:
-                stopped = "pool exhausted"
-                log.warning(
-                    "the pool gives no new images (%d answered); enable augmentation or add images",
-                    start_count + queried,
-                )
+    # closing the stream stops its producer thread before pool.skipped is read
+    with closing(prefetch(pool.batches(config.batch_size))) as stream:
+        for i, first in enumerate(stream):
+            if remaining <= 0:
                 break
-            continue
-        stale = 0
-        take = min(remaining, config.batch_size)
-        idx = torch.tensor(fresh, dtype=torch.int64)
-        if selector is not None and len(fresh) > take:
-            sub = Candidates(images=cand.images[idx], sources=tuple(cand.sources[j] for j in fresh))
-            idx = idx[selector(sub, take, store)]
-        idx = idx[:take]
-        seen.update(ids[j] for j in idx.tolist())
-        try:
-            ans = oracle.query(cand.images[idx].float().div_(255.0))
-        except OracleUnavailableError as exc:
-            if exc.partial is not None and exc.answered is not None:
-                part = idx[torch.as_tensor(exc.answered, dtype=torch.int64)]
-                queried += _commit(store, cand, part, ids, exc.partial, k)  # type: ignore[arg-type]
-                log.warning("committed %d answers paid before the oracle failed", len(part))
-            raise
-        written = _commit(store, cand, idx, ids, ans, k)
-        queried += written
-        remaining -= written
-        batches += 1
-        for lab in ans.labels.tolist():
-            hist[lab] += 1
-        if on_batch is not None:
-            on_batch(start_count + queried, config.budget, hist)
+            cand = first
+            if selector is not None and selector.active(start_count + queried):
+                more = [next(stream) for _ in range(over - 1)]
+                cand = Candidates(
+                    images=torch.cat([first.images, *(m.images for m in more)]),
+                    sources=first.sources + tuple(s for m in more for s in m.sources),
+                )
+            ids = [image_id(img) for img in cand.images]
+            known = store.known(ids)
+            fresh = [j for j, h in enumerate(ids) if h not in known and h not in seen]
+            already += sum(1 for h in ids if h in known)
+            if not fresh:
+                stale = stale + 1 if i >= prefix_batches else 0
+                if stale >= 50:
+                    stopped = "pool exhausted"
+                    log.warning(
+                        "the pool gives no new images (%d answered); enable augmentation "
+                        "or add images",
+                        start_count + queried,
+                    )
+                    break
+                continue
+            stale = 0
+            take = min(remaining, config.batch_size)
+            idx = torch.tensor(fresh, dtype=torch.int64)
+            if selector is not None and len(fresh) > take:
+                sub = Candidates(
+                    images=cand.images[idx], sources=tuple(cand.sources[j] for j in fresh)
+                )
+                idx = idx[selector(sub, take, store)]
+            idx = idx[:take]
+            seen.update(ids[j] for j in idx.tolist())
+            try:
+                ans = oracle.query(cand.images[idx].float().div_(255.0))
+            except OracleUnavailableError as exc:
+                if exc.partial is not None and exc.answered is not None:
+                    part = idx[torch.as_tensor(exc.answered, dtype=torch.int64)]
+                    queried += _commit(store, cand, part, ids, exc.partial, k)  # type: ignore[arg-type]
+                    log.warning("committed %d answers paid before the oracle failed", len(part))
+                raise
+            written = _commit(store, cand, idx, ids, ans, k)
+            queried += written
+            remaining -= written
+            batches += 1
+            for lab in ans.labels.tolist():
+                hist[lab] += 1
+            if on_batch is not None:
+                on_batch(start_count + queried, config.budget, hist)
     seconds = time.perf_counter() - t0
     skipped = dict(Counter(pool.skipped))
     log.info(
