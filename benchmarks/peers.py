@@ -129,9 +129,8 @@ def case_art(case: dict[str, Any]) -> dict[str, Any]:
     from art.attacks.extraction import CopycatCNN, KnockoffNets
     from art.estimators.classification import PyTorchClassifier
 
-    from copycat.models import build_model
+    from copycat.models import build_model, channel_stats
     from copycat.oracle import TorchOracle
-    from copycat.target import channel_stats
 
     common.quiet_logging()
     cfg = _config(case, soft=False)

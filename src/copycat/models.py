@@ -80,6 +80,30 @@ def build_model(
     return Classifier(backbone, mean, std)
 
 
+def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images (N, C, H, W), in [0, 1] units."""
+    x = images[:20_000].float().div_(255.0)
+    mean = x.mean(dim=(0, 2, 3))
+    std = x.std(dim=(0, 2, 3)).clamp(min=1e-3)
+    return mean.tolist(), std.tolist()
+
+
+def init_model(arch: str, images: torch.Tensor, *, num_classes: int, seed: int) -> Classifier:
+    """A fresh ``arch`` for uint8 ``images`` (N, C, H, W), normalised by their channel
+    statistics, its weights drawn from ``seed`` without touching the caller's random state."""
+    mean, std = channel_stats(images)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(
+            arch,
+            in_channels=images.shape[1],
+            num_classes=num_classes,
+            input_size=images.shape[2],
+            mean=mean,
+            std=std,
+        )
+
+
 def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
     return [
         nn.Conv2d(cin, cout, 3, padding=1, bias=False),

@@ -20,9 +20,8 @@ from safetensors.torch import load_file, save_file
 from copycat import __version__
 from copycat.config import TrainConfig
 from copycat.errors import CheckpointError, CopycatError
-from copycat.models import Classifier, build_model
+from copycat.models import Classifier, build_model, init_model
 from copycat.store import AnswerStore
-from copycat.target import channel_stats
 from copycat.train import FitResult, StepFn, fit, load_checkpoint, write_metrics
 
 log = logging.getLogger(__name__)
@@ -99,17 +98,7 @@ def train_copycat(run: RunDir, *, config: TrainConfig, on_step: StepFn | None = 
     val_idx, tr_idx = perm[:n_val], perm[n_val:]
     targets = data.probs[tr_idx] if soft and data.probs is not None else data.labels[tr_idx]
     shape = tuple(data.images.shape[1:])
-    mean, std = channel_stats(data.images)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = build_model(
-            config.arch,
-            in_channels=shape[0],
-            num_classes=num_classes,
-            input_size=shape[1],
-            mean=mean,
-            std=std,
-        )
+    model = init_model(config.arch, data.images, num_classes=num_classes, seed=config.seed)
     log.info(
         "training %s on %d answers (%s labels), %d held out",
         config.arch,
@@ -132,8 +121,8 @@ def train_copycat(run: RunDir, *, config: TrainConfig, on_step: StepFn | None = 
         "arch": config.arch,
         "input_shape": list(shape),
         "num_classes": num_classes,
-        "mean": mean,
-        "std": std,
+        "mean": model.normalize.mean.flatten().tolist(),
+        "std": model.normalize.std.flatten().tolist(),
         "labels": "soft" if soft else "hard",
         "best_epoch": int(best["epoch"]) + 1,
         "train_samples": len(tr_idx),

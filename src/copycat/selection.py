@@ -16,10 +16,9 @@ import logging
 import torch
 
 from copycat.config import StealConfig, TrainConfig
-from copycat.models import build_model
+from copycat.models import init_model
 from copycat.pool import Candidates
 from copycat.store import AnswerStore
-from copycat.target import channel_stats
 from copycat.train import fit, predict, resolve_device
 
 log = logging.getLogger(__name__)
@@ -97,21 +96,10 @@ class BalancedSelector:
 
     def _fit_interim(self, store: AnswerStore) -> None:
         data = store.load()
-        shape = tuple(data.images.shape[1:])
-        mean, std = channel_stats(data.images)
         cfg = dataclasses.replace(
             self.train, epochs=self.interim_epochs, balance=True, val_fraction=0.0
         )
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            model = build_model(
-                cfg.arch,
-                in_channels=shape[0],
-                num_classes=self.num_classes,
-                input_size=shape[1],
-                mean=mean,
-                std=std,
-            )
+        model = init_model(cfg.arch, data.images, num_classes=self.num_classes, seed=cfg.seed)
         log.info("label-aware selection: interim copycat on %d answers", len(data))
         fit(model, data.images, data.labels, config=cfg)
         self._model = model.eval()

@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from copycat.config import TrainConfig
 from copycat.datasets import LabelledSet, load_labelled
 from copycat.metrics import classification_metrics
-from copycat.models import build_model
+from copycat.models import init_model
 from copycat.oracle import ONNX_NAME, WEIGHTS_NAME, TargetCard
 from copycat.train import StepFn, fit, predict, resolve_device
 
@@ -28,14 +28,6 @@ class TargetResult:
     folder: Path
     card: TargetCard
     seconds: float
-
-
-def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images (N, C, H, W), in [0, 1] units."""
-    x = images[:20_000].float().div_(255.0)
-    mean = x.mean(dim=(0, 2, 3))
-    std = x.std(dim=(0, 2, 3)).clamp(min=1e-3)
-    return mean.tolist(), std.tolist()
 
 
 def export_onnx(model: torch.nn.Module, shape: tuple[int, int, int], path: Path) -> None:
@@ -66,17 +58,9 @@ def train_target(
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     shape = tuple(train_set.images.shape[1:])
-    mean, std = channel_stats(train_set.images)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = build_model(
-            config.arch,
-            in_channels=shape[0],
-            num_classes=len(train_set.class_names),
-            input_size=shape[1],
-            mean=mean,
-            std=std,
-        )
+    model = init_model(
+        config.arch, train_set.images, num_classes=len(train_set.class_names), seed=config.seed
+    )
     result = fit(model, train_set.images, train_set.labels, config=config, on_step=on_step)
     device = resolve_device(config.device)
     pred = predict(model, test_set.images, device=device).argmax(1)
@@ -86,8 +70,8 @@ def train_target(
         arch=config.arch,
         class_names=train_set.class_names,
         input_shape=(int(shape[0]), int(shape[1]), int(shape[2])),
-        mean=tuple(mean),
-        std=tuple(std),
+        mean=tuple(model.normalize.mean.flatten().tolist()),
+        std=tuple(model.normalize.std.flatten().tolist()),
         dataset=train_set.name,
         test_accuracy=m.accuracy,
         test_macro_f1=m.macro_f1,
