@@ -12,7 +12,6 @@ from copycat.config import (
     TrainConfig,
 )
 from copycat.errors import (
-    BudgetExhausted,
     CopycatError,
     OracleError,
     StoreMismatchError,
@@ -22,7 +21,6 @@ from copycat.oracle import Answer, LabelOnly, Oracle, Rounded, TopK, parse_oracl
 __all__ = [
     "Answer",
     "AugmentConfig",
-    "BudgetExhausted",
     "CopycatError",
     "ExperimentConfig",
     "LabelOnly",

@@ -32,10 +32,6 @@ class OracleUnavailableError(OracleError):
         self.partial = partial
 
 
-class BudgetExhausted(CopycatError):
-    """The query budget is spent; no further query may be sent."""
-
-
 class StoreMismatchError(CopycatError):
     """An answer store belongs to another oracle or input shape and cannot be resumed."""
 
