@@ -15,7 +15,7 @@ from PIL import Image
 
 from copycat.config import TrainConfig
 from copycat.datasets import LabelledSet
-from copycat.oracle import Answer, Oracle, TorchOracle
+from copycat.oracle import Answer, Oracle, OracleWrapper, TorchOracle
 from copycat.store import image_id
 
 torch.set_num_threads(1)
@@ -130,25 +130,13 @@ def png_folder(tmp_path: Path) -> Path:
     return root
 
 
-class RecordingOracle:
+class RecordingOracle(OracleWrapper):
     """Wraps an oracle and records the id of every image it is asked about."""
 
     def __init__(self, inner: Oracle) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.queried: list[str] = []
         self.batches = 0
-
-    @property
-    def num_classes(self) -> int:
-        return self.inner.num_classes
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return self.inner.input_shape
-
-    @property
-    def fingerprint(self) -> str:
-        return self.inner.fingerprint
 
     def query(self, images: torch.Tensor) -> Answer:
         u8 = images.mul(255).round().to(torch.uint8)

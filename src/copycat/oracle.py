@@ -244,10 +244,12 @@ class OnnxOracle:
         return Answer(labels=probs.argmax(1), probs=probs)
 
 
-class _Wrapper:
-    """Delegates everything but ``query`` and ``fingerprint`` to the wrapped oracle."""
+class OracleWrapper:
+    """Base of oracles that wrap another: delegates everything but ``query``. ``tag`` names
+    what the wrapper changes in the answers and joins the fingerprint; ``None`` (a wrapper
+    that only observes, e.g. one that counts queries) keeps the inner fingerprint."""
 
-    tag = "wrap"
+    tag: str | None = None
 
     def __init__(self, inner: Oracle) -> None:
         self.inner = inner
@@ -262,13 +264,17 @@ class _Wrapper:
 
     @property
     def fingerprint(self) -> str:
-        return f"{self.inner.fingerprint}|{self.tag}"
+        inner = self.inner.fingerprint
+        return inner if self.tag is None else f"{inner}|{self.tag}"
+
+    def query(self, images: torch.Tensor) -> Answer:
+        return self.inner.query(images)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
 
-class LabelOnly(_Wrapper):
+class LabelOnly(OracleWrapper):
     """Only the top-1 label: the paper's threat model."""
 
     tag = "label"
@@ -277,7 +283,7 @@ class LabelOnly(_Wrapper):
         return Answer(labels=self.inner.query(images).labels)
 
 
-class TopK(_Wrapper):
+class TopK(OracleWrapper):
     """The top-k probabilities, renormalised; the rest are zero."""
 
     def __init__(self, inner: Oracle, k: int) -> None:
@@ -296,7 +302,7 @@ class TopK(_Wrapper):
         return Answer(labels=ans.labels, probs=probs / probs.sum(1, keepdim=True))
 
 
-class Rounded(_Wrapper):
+class Rounded(OracleWrapper):
     """Probabilities rounded to ``decimals`` places (a common output defence)."""
 
     def __init__(self, inner: Oracle, decimals: int) -> None:
