@@ -16,7 +16,15 @@ from copycat.errors import (
     OracleError,
     StoreMismatchError,
 )
-from copycat.oracle import Answer, LabelOnly, Oracle, Rounded, TopK, parse_oracle_spec
+from copycat.oracle import (
+    Answer,
+    LabelOnly,
+    Oracle,
+    OracleWrapper,
+    Rounded,
+    TopK,
+    parse_oracle_spec,
+)
 
 __all__ = [
     "Answer",
@@ -26,6 +34,7 @@ __all__ = [
     "LabelOnly",
     "Oracle",
     "OracleError",
+    "OracleWrapper",
     "PoolConfig",
     "Rounded",
     "StealConfig",
