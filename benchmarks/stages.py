@@ -212,12 +212,9 @@ def train_ratio(
 
 
 # -- growth (children) -----------------------------------------------------------------------------
-def case_steal(case: dict[str, Any]) -> dict[str, Any]:
-    from copycat.pipeline import open_oracle, steal_stage
-    from copycat.pool import build_pool
-
-    common.quiet_logging()
-    cfg = common.experiment(
+def growth_config(case: dict[str, Any], **changes: Any) -> Any:
+    """The experiment of one growth case, for its steal and its train child alike."""
+    return common.experiment(
         Path(case["run_dir"]),
         Path(case["target"]),
         device=case["device"],
@@ -225,7 +222,16 @@ def case_steal(case: dict[str, Any]) -> dict[str, Any]:
         # random selection: the query stage alone, without label-aware selection's interim
         # copycat (a training cost that holds the answers in memory)
         steal={"budget": case["budget"], "selection": "random"},
+        **changes,
     )
+
+
+def case_steal(case: dict[str, Any]) -> dict[str, Any]:
+    from copycat.pipeline import open_oracle, steal_stage
+    from copycat.pool import build_pool
+
+    common.quiet_logging()
+    cfg = growth_config(case)
     oracle = open_oracle(cfg)
     build_pool(cfg.pool, shape=oracle.input_shape)  # load the NPD bank before the baseline
     oracle.query(__import__("torch").zeros(1, *oracle.input_shape))
@@ -251,16 +257,7 @@ def case_train(case: dict[str, Any]) -> dict[str, Any]:
     train: dict[str, Any] = {"epochs": case["epochs"]}
     if case.get("arch"):
         train["arch"] = case["arch"]
-    cfg = common.experiment(
-        Path(case["run_dir"]),
-        Path(case["target"]),
-        device=case["device"],
-        seed=case["seed"],
-        # random selection: the query stage alone, without label-aware selection's interim
-        # copycat (a training cost that holds the answers in memory)
-        steal={"budget": case["budget"], "selection": "random"},
-        train=train,
-    )
+    cfg = growth_config(case, train=train)
     mark = start_stage()
     t0 = time.perf_counter()
     fit = train_stage(cfg)
