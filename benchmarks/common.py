@@ -73,7 +73,7 @@ def setup_threads(threads: int | None) -> None:
 
 
 def resolve_device(name: str) -> str:
-    from copycat.train import resolve_device as resolve
+    from copycat.devices import resolve_device as resolve
 
     return str(resolve(name))
 
@@ -312,7 +312,7 @@ def target_config(*, epochs: int | None, device: str) -> Any:
 def bench_target(*, epochs: int | None, device: str, log: Callable[[str], None] = print) -> Path:
     """The default Fashion-MNIST target, trained once and cached by its configuration."""
     from copycat.config import TargetConfig
-    from copycat.target import train_target_on
+    from copycat.targets.publish import train_target_on
 
     cfg = target_config(epochs=epochs, device=device)
     keyed = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "device"}

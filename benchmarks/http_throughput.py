@@ -31,14 +31,14 @@ import torch
 
 import copycat
 from copycat.config import TrainConfig
-from copycat.datasets import LabelledSet
-from copycat.http_oracle import build_http_oracle
+from copycat.data.datasets import LabelledSet
+from copycat.oracles.http import build_http_oracle
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def tiny_target(out: Path) -> Path:
-    from copycat.target import train_target
+    from copycat.targets.publish import train_target
 
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (256, 1, 28, 28), generator=g, dtype=torch.uint8)

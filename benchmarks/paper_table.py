@@ -128,12 +128,14 @@ def eval_fields(ev: Any) -> dict[str, Any]:
 def finetune_on_pd(runner: Runner, npd: dict[str, Any], pd: dict[str, Any]) -> dict[str, Any]:
     """The paper's NPD then PD: the NPD copycat fine-tuned on the PD run's answers with the
     library's ``fit`` (half the epochs, a third of the learning rate)."""
-    from copycat.datasets import load_labelled
-    from copycat.evaluate import evaluate
-    from copycat.oracle import parse_oracle_spec
-    from copycat.runs import RunDir, load_copycat
-    from copycat.store import AnswerStore
-    from copycat.train import fit, resolve_device
+    from copycat.data.datasets import load_labelled
+    from copycat.devices import resolve_device
+    from copycat.evaluate.evaluate import evaluate
+    from copycat.oracles.registry import parse_oracle_spec
+    from copycat.runs import RunDir
+    from copycat.steal.store import AnswerStore
+    from copycat.train.checkpoint import load_copycat
+    from copycat.train.fit import fit
 
     cfg = runner.config("npd-then-pd")
     device = resolve_device(cfg.train.device)

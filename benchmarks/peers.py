@@ -73,10 +73,10 @@ def _config(case: dict[str, Any], *, soft: bool) -> Any:
 
 
 def _eval(model: Any, cfg: Any) -> dict[str, Any]:
-    from copycat.datasets import load_labelled
-    from copycat.evaluate import evaluate
-    from copycat.oracle import parse_oracle_spec
-    from copycat.train import resolve_device
+    from copycat.data.datasets import load_labelled
+    from copycat.devices import resolve_device
+    from copycat.evaluate.evaluate import evaluate
+    from copycat.oracles.registry import parse_oracle_spec
 
     oracle = parse_oracle_spec(cfg.oracle, output="label")
     test = load_labelled(cfg.test_set, input_shape=oracle.input_shape)
@@ -96,8 +96,9 @@ def case_copycat(case: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
     from copycat.pipeline import steal_stage, train_stage
-    from copycat.runs import RunDir, load_copycat
-    from copycat.store import AnswerStore
+    from copycat.runs import RunDir
+    from copycat.steal.store import AnswerStore
+    from copycat.train.checkpoint import load_copycat
 
     common.quiet_logging()
     cfg = _config(case, soft=case["tool"] == "copycat-soft")
@@ -129,8 +130,8 @@ def case_art(case: dict[str, Any]) -> dict[str, Any]:
     from art.attacks.extraction import CopycatCNN, KnockoffNets
     from art.estimators.classification import PyTorchClassifier
 
-    from copycat.models import build_model, channel_stats
-    from copycat.oracle import TorchOracle
+    from copycat.oracles.local import TorchOracle
+    from copycat.train.models import build_model, channel_stats
 
     common.quiet_logging()
     cfg = _config(case, soft=False)

@@ -25,16 +25,19 @@ import numpy as np
 import torch
 
 from copycat.config import AugmentConfig, PoolConfig, StealConfig, TargetConfig, TrainConfig
-from copycat.datasets import load_fashion_mnist
-from copycat.evaluate import evaluate
-from copycat.oracle import TorchOracle, restrict
-from copycat.pool import Pool
-from copycat.runs import RunDir, load_copycat, train_copycat
-from copycat.selection import BalancedSelector
-from copycat.sources import BankSource, NoiseSource, npd_source
-from copycat.steal import steal
-from copycat.store import AnswerStore
-from copycat.target import train_target_on
+from copycat.data.datasets import load_fashion_mnist
+from copycat.evaluate.evaluate import evaluate
+from copycat.oracles.local import TorchOracle
+from copycat.oracles.outputs import restrict
+from copycat.pipeline import train_copycat
+from copycat.pools.pool import Pool
+from copycat.pools.sources import BankSource, NoiseSource, npd_source
+from copycat.runs import RunDir
+from copycat.steal.loop import steal
+from copycat.steal.selection import BalancedSelector
+from copycat.steal.store import AnswerStore
+from copycat.targets.publish import train_target_on
+from copycat.train.checkpoint import load_copycat
 
 SHAPE = (1, 28, 28)
 R = dataclasses.replace

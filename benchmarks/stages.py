@@ -51,10 +51,10 @@ def stage_peak() -> float:
 # -- query stage -----------------------------------------------------------------------------------
 def query_stage(target: Path, work: Path, *, n: int, device: str, seed: int, repeats: int) -> Any:
     """steal's images/s over the raw oracle's, both on the same batches; and where time goes."""
-    from copycat.oracle import parse_oracle_spec
-    from copycat.pool import build_pool
-    from copycat.steal import steal
-    from copycat.store import AnswerStore, image_id
+    from copycat.oracles.registry import parse_oracle_spec
+    from copycat.pools.pool import build_pool
+    from copycat.steal.loop import steal
+    from copycat.steal.store import AnswerStore, image_id
 
     cfg = common.experiment(work / "q", target, device=device, seed=seed)
     bs = cfg.steal.batch_size
@@ -147,11 +147,11 @@ def train_ratio(
     import torch
     import torch.nn.functional as F
 
-    from copycat.models import build_model
+    from copycat.devices import resolve_device
     from copycat.pipeline import steal_stage, train_stage
     from copycat.runs import RunDir
-    from copycat.store import AnswerStore
-    from copycat.train import resolve_device
+    from copycat.steal.store import AnswerStore
+    from copycat.train.models import build_model
 
     train: dict[str, Any] = {"epochs": epochs}
     if arch:
@@ -228,7 +228,7 @@ def growth_config(case: dict[str, Any], **changes: Any) -> Any:
 
 def case_steal(case: dict[str, Any]) -> dict[str, Any]:
     from copycat.pipeline import open_oracle, steal_stage
-    from copycat.pool import build_pool
+    from copycat.pools.pool import build_pool
 
     common.quiet_logging()
     cfg = growth_config(case)

@@ -14,9 +14,10 @@ import torch
 from PIL import Image
 
 from copycat.config import TrainConfig
-from copycat.datasets import LabelledSet
-from copycat.oracle import Answer, Oracle, OracleWrapper, TorchOracle
-from copycat.store import image_id
+from copycat.data.datasets import LabelledSet
+from copycat.oracles.base import Answer, Oracle, OracleWrapper
+from copycat.oracles.local import TorchOracle
+from copycat.steal.store import image_id
 
 torch.set_num_threads(1)
 SHAPE = (1, 28, 28)
@@ -50,7 +51,7 @@ def rule_set(n: int, seed: int, name: str) -> LabelledSet:
 @pytest.fixture(scope="session")
 def victim_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real target folder (safetensors + card + ONNX) trained on the rule in seconds."""
-    from copycat.target import train_target
+    from copycat.targets.publish import train_target
 
     out = tmp_path_factory.mktemp("victim")
     train_target(

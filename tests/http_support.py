@@ -22,7 +22,7 @@ import torch
 
 import copycat
 from copycat.config import TrainConfig
-from copycat.datasets import LabelledSet
+from copycat.data.datasets import LabelledSet
 
 SRC = Path(copycat.__file__).resolve().parents[1]
 _TARGET: dict[str, Path] = {}
@@ -42,7 +42,7 @@ def synthetic_set(n: int, *, seed: int) -> LabelledSet:
 def tiny_target(root: Path) -> Path:
     """A target folder trained once per test session (a few seconds on one core)."""
     if "dir" not in _TARGET:
-        from copycat.target import train_target
+        from copycat.targets.publish import train_target
 
         out = root / "quad"
         cfg = TrainConfig(arch="cnn-tiny", epochs=1, device="cpu", batch_size=64)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from copycat.cli import app
+from copycat.cli.main import app
 
 runner = CliRunner()
 

@@ -21,12 +21,14 @@ from hypothesis import given, settings
 
 from copycat.config import AugmentConfig, PoolConfig, StealConfig
 from copycat.errors import ConfigError, OracleError, OracleUnavailableError
-from copycat.http_formats import load_label_map, parse_plain_reply
-from copycat.http_oracle import build_http_oracle, uint8_json
-from copycat.oracle import TorchOracle, parse_oracle_spec
-from copycat.pool import build_pool
-from copycat.steal import steal
-from copycat.store import AnswerStore, image_id
+from copycat.oracles.http import build_http_oracle
+from copycat.oracles.http.formats import load_label_map, parse_plain_reply
+from copycat.oracles.http.oip import uint8_json
+from copycat.oracles.local import TorchOracle
+from copycat.oracles.registry import parse_oracle_spec
+from copycat.pools.pool import build_pool
+from copycat.steal.loop import steal
+from copycat.steal.store import AnswerStore, image_id
 
 from .http_support import Server, env_with_src, running_server, tiny_target
 

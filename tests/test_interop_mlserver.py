@@ -23,10 +23,11 @@ import pytest
 import torch
 
 from copycat.config import AugmentConfig, PoolConfig, StealConfig
-from copycat.oracle import TorchOracle, parse_oracle_spec
-from copycat.pool import build_pool
-from copycat.steal import steal
-from copycat.store import AnswerStore
+from copycat.oracles.local import TorchOracle
+from copycat.oracles.registry import parse_oracle_spec
+from copycat.pools.pool import build_pool
+from copycat.steal.loop import steal
+from copycat.steal.store import AnswerStore
 
 from .http_support import tiny_target
 

@@ -9,15 +9,10 @@ import pytest
 import torch
 
 from copycat.errors import ConfigError, OracleError
-from copycat.oracle import (
-    LabelOnly,
-    OnnxOracle,
-    Oracle,
-    Rounded,
-    TopK,
-    TorchOracle,
-    parse_oracle_spec,
-)
+from copycat.oracles.base import Oracle
+from copycat.oracles.local import OnnxOracle, TorchOracle
+from copycat.oracles.outputs import LabelOnly, Rounded, TopK
+from copycat.oracles.registry import parse_oracle_spec
 
 from .conftest import rule_images
 

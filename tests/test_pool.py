@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 
 from copycat.config import AugmentConfig, PoolConfig
+from copycat.data.imageio import ImageDecodeError, decode_image
 from copycat.errors import ConfigError, DataError
-from copycat.imageio import ImageDecodeError, decode_image
-from copycat.pool import build_pool
-from copycat.store import image_id
+from copycat.pools.pool import build_pool
+from copycat.steal.store import image_id
 
 
 def _take(
@@ -112,7 +112,7 @@ def test_missing_folder_names_the_fix(tmp_path: Path) -> None:
 def test_prefetch_keeps_order_raises_errors_and_stops_when_closed() -> None:
     import threading
 
-    from copycat.pool import prefetch
+    from copycat.pools.pool import prefetch
 
     assert list(prefetch(iter(range(50)))) == list(range(50))
 

@@ -7,12 +7,13 @@ from pathlib import Path
 import torch
 
 from copycat.config import PoolConfig, StealConfig, TrainConfig
-from copycat.oracle import LabelOnly, TorchOracle
-from copycat.pool import build_pool
-from copycat.selection import BalancedSelector, pick_balanced, quotas
-from copycat.sources import BankSource
-from copycat.steal import steal
-from copycat.store import AnswerStore
+from copycat.oracles.local import TorchOracle
+from copycat.oracles.outputs import LabelOnly
+from copycat.pools.pool import build_pool
+from copycat.pools.sources import BankSource
+from copycat.steal.loop import steal
+from copycat.steal.selection import BalancedSelector, pick_balanced, quotas
+from copycat.steal.store import AnswerStore
 
 from .conftest import SHAPE, RecordingOracle, rule_images
 

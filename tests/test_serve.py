@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from copycat.errors import ConfigError
-from copycat.oracle import TorchOracle
-from copycat.serve_faults import FaultPlan
+from copycat.oracles.local import TorchOracle
+from copycat.serve.faults import FaultPlan
 
 from .http_support import Server, env_with_src, running_server, synthetic_set, tiny_target
 

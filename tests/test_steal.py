@@ -18,10 +18,12 @@ from hypothesis import strategies as st
 
 from copycat.config import AugmentConfig, PoolConfig, StealConfig
 from copycat.errors import OracleError, OracleUnavailableError, StoreMismatchError
-from copycat.oracle import Answer, LabelOnly, TorchOracle, restrict
-from copycat.pool import build_pool
-from copycat.steal import steal
-from copycat.store import AnswerStore
+from copycat.oracles.base import Answer
+from copycat.oracles.local import TorchOracle
+from copycat.oracles.outputs import LabelOnly, restrict
+from copycat.pools.pool import build_pool
+from copycat.steal.loop import steal
+from copycat.steal.store import AnswerStore
 
 from .conftest import SHAPE, FailingOracle, RecordingOracle
 
@@ -120,10 +122,11 @@ KILL_SCRIPT = textwrap.dedent("""
     import sys, torch
     torch.set_num_threads(1)
     from copycat.config import PoolConfig, StealConfig
-    from copycat.oracle import TorchOracle, LabelOnly
-    from copycat.pool import build_pool
-    from copycat.steal import steal
-    from copycat.store import AnswerStore, image_id
+    from copycat.oracles.local import TorchOracle
+    from copycat.oracles.outputs import LabelOnly
+    from copycat.pools.pool import build_pool
+    from copycat.steal.loop import steal
+    from copycat.steal.store import AnswerStore, image_id
 
     victim, store_path, log_path = sys.argv[1:4]
 

@@ -9,14 +9,17 @@ import pytest
 import torch
 
 from copycat.config import PoolConfig, StealConfig, TrainConfig
-from copycat.datasets import LabelledSet
+from copycat.data.datasets import LabelledSet
 from copycat.errors import CheckpointError
-from copycat.evaluate import evaluate
-from copycat.oracle import LabelOnly, TorchOracle
-from copycat.pool import build_pool
-from copycat.runs import RunDir, load_copycat, train_copycat
-from copycat.steal import steal
-from copycat.store import AnswerStore
+from copycat.evaluate.evaluate import evaluate
+from copycat.oracles.local import TorchOracle
+from copycat.oracles.outputs import LabelOnly
+from copycat.pipeline import train_copycat
+from copycat.pools.pool import build_pool
+from copycat.runs import RunDir
+from copycat.steal.loop import steal
+from copycat.steal.store import AnswerStore
+from copycat.train.checkpoint import load_copycat
 
 from .conftest import SHAPE, rule_set
 
@@ -26,7 +29,7 @@ CFG = TrainConfig(arch="cnn-tiny", epochs=4, batch_size=64, lr=1e-2, augment=Fal
 
 def _steal_pd(victim: TorchOracle, run: RunDir, budget: int, output: str = "label") -> None:
     """A problem-domain pool: images drawn like the victim's (labels discarded)."""
-    from copycat.sources import BankSource
+    from copycat.pools.sources import BankSource
 
     pool = build_pool(PoolConfig(spec="noise"), shape=SHAPE)
     pool.sources = [BankSource("pd:rule", rule_set(4000, 7, "rule").images)]

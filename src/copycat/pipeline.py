@@ -1,4 +1,5 @@
-"""The stages wired to a run directory: what ``copycat steal|train|evaluate|report|run`` call.
+"""The one place that sequences the stages: each wired to a run directory, as
+``copycat steal|train|evaluate|report|run`` call them.
 
 Each function reads the run directory, does one stage and writes its outputs back, so every
 stage can be re-run or resumed alone.
@@ -12,16 +13,24 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from copycat.config import ExperimentConfig, to_jsonable
-from copycat.datasets import load_labelled
-from copycat.evaluate import EvalResult, evaluate
-from copycat.oracle import Oracle, parse_oracle_spec
-from copycat.pool import build_pool
-from copycat.report import render_report
-from copycat.runs import RunDir, load_copycat, train_copycat
-from copycat.steal import ProgressFn, StealSummary, steal
-from copycat.store import AnswerStore
-from copycat.train import FitResult, StepFn, resolve_device
+import torch
+from safetensors.torch import save_file
+
+from copycat.config import ExperimentConfig, TrainConfig, to_jsonable
+from copycat.data.datasets import load_labelled
+from copycat.devices import resolve_device
+from copycat.errors import CopycatError
+from copycat.evaluate.evaluate import EvalResult, evaluate
+from copycat.oracles.base import Oracle
+from copycat.oracles.registry import parse_oracle_spec
+from copycat.pools.pool import build_pool
+from copycat.report.render import render_report
+from copycat.runs import RunDir
+from copycat.steal.loop import ProgressFn, StealSummary, steal
+from copycat.steal.store import AnswerStore
+from copycat.train.checkpoint import load_checkpoint, load_copycat, write_metrics
+from copycat.train.fit import FitResult, StepFn, fit
+from copycat.train.models import init_model
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +64,7 @@ def steal_stage(
     )
     selector = None
     if cfg.steal.selection == "balanced":
-        from copycat.selection import BalancedSelector
+        from copycat.steal.selection import BalancedSelector
 
         selector = BalancedSelector(
             config=cfg.steal, train=cfg.train, num_classes=oracle.num_classes
@@ -102,6 +111,65 @@ def write_steal_json(run: RunDir, summary: StealSummary | None, ledger: Any) -> 
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
+def train_copycat(run: RunDir, *, config: TrainConfig, on_step: StepFn | None = None) -> FitResult:
+    """Train a copycat on the run's fake dataset and save it beside the store.
+
+    A held-out share (``config.val_fraction``) of the answers scores agreement each epoch; the
+    best epoch is the copycat kept. Soft labels are used when ``labels`` is ``soft``, or
+    ``auto`` and every answer carried probabilities.
+    """
+    if not run.store.is_file():
+        raise CopycatError(f"no answers in {run.root}; run `copycat steal --run-dir {run.root}`")
+    with AnswerStore(run.store) as store:
+        data = store.load()
+        num_classes = int(store.meta()["num_classes"])
+    if config.labels == "soft" and data.probs is None:
+        raise CopycatError("labels='soft' but the oracle gave labels only; use --labels hard")
+    soft = data.probs is not None and config.labels in ("auto", "soft")
+    gen = torch.Generator().manual_seed(config.seed)
+    perm = torch.randperm(len(data), generator=gen)
+    n_val = int(len(data) * config.val_fraction)
+    val_idx, tr_idx = perm[:n_val], perm[n_val:]
+    targets = data.probs[tr_idx] if soft and data.probs is not None else data.labels[tr_idx]
+    shape = tuple(data.images.shape[1:])
+    model = init_model(config.arch, data.images, num_classes=num_classes, seed=config.seed)
+    log.info(
+        "training %s on %d answers (%s labels), %d held out",
+        config.arch,
+        len(tr_idx),
+        "soft" if soft else "hard",
+        n_val,
+    )
+    result = fit(
+        model,
+        data.images[tr_idx],
+        targets,
+        config=config,
+        val=(data.images[val_idx], data.labels[val_idx]) if n_val else None,
+        checkpoint_dir=run.checkpoints,
+        on_step=on_step,
+    )
+    best = load_checkpoint(run.checkpoints / "best.pt")
+    save_file({k: v.contiguous() for k, v in best["model"].items()}, str(run.copycat_weights))
+    card = {
+        "arch": config.arch,
+        "input_shape": list(shape),
+        "num_classes": num_classes,
+        "mean": model.normalize.mean.flatten().tolist(),
+        "std": model.normalize.std.flatten().tolist(),
+        "labels": "soft" if soft else "hard",
+        "best_epoch": int(best["epoch"]) + 1,
+        "train_samples": len(tr_idx),
+        "val_agreement": result.best_val_agreement,
+        "samples_per_s": result.samples_per_s,
+        "train_seconds": result.seconds,
+    }
+    run.copycat_card.write_text(json.dumps(card, indent=2) + "\n")
+    write_metrics(run.metrics, result.history)
+    run.record("train", asdict(config))
+    return result
+
+
 def train_stage(
     cfg: ExperimentConfig, *, command: str | None = None, on_step: StepFn | None = None
 ) -> FitResult:
@@ -144,3 +212,28 @@ def evaluate_stage(
 
 def report_stage(run_dir: str | Path) -> Path:
     return render_report(RunDir.at(run_dir))
+
+
+def needs_target(cfg: ExperimentConfig) -> bool:
+    """Whether the experiment names a target to train that is not there yet."""
+    return cfg.target is not None and not (Path(cfg.target.out) / "card.json").is_file()
+
+
+def run_all(
+    cfg: ExperimentConfig,
+    *,
+    command: str | None = None,
+    on_target_step: StepFn | None = None,
+    on_batch: ProgressFn | None = None,
+    on_step: StepFn | None = None,
+) -> tuple[EvalResult, Path]:
+    """Every stage in order (the target if missing, steal, train, evaluate, report)."""
+    from copycat.targets.publish import train_target_on
+
+    if cfg.target is not None and needs_target(cfg):
+        t = cfg.target
+        train_target_on(t.dataset, out=t.out, config=t.train, on_step=on_target_step)
+    steal_stage(cfg, command=command, on_batch=on_batch)
+    train_stage(cfg, command=command, on_step=on_step)
+    result = evaluate_stage(cfg, command=command)
+    return result, report_stage(cfg.run_dir)

@@ -14,11 +14,12 @@ import torch
 from safetensors.torch import save_file
 
 from copycat.config import TrainConfig
-from copycat.datasets import LabelledSet, load_labelled
-from copycat.metrics import classification_metrics
-from copycat.models import init_model
-from copycat.oracle import ONNX_NAME, WEIGHTS_NAME, TargetCard
-from copycat.train import StepFn, fit, predict, resolve_device
+from copycat.data.datasets import LabelledSet, load_labelled
+from copycat.evaluate.metrics import classification_metrics
+from copycat.train.models import init_model
+from copycat.oracles.local import ONNX_NAME, WEIGHTS_NAME, TargetCard
+from copycat.devices import resolve_device
+from copycat.train.fit import StepFn, fit, predict
 
 log = logging.getLogger(__name__)
 

@@ -121,7 +121,7 @@ def load_fashion_mnist(split: str = "train", *, root: str | Path | None = None) 
 def load_image_folder(path: str | Path, *, input_shape: tuple[int, int, int]) -> LabelledSet:
     """An ImageFolder-layout set (one sub-folder per class, sorted names = class indices),
     converted to ``input_shape`` (C, H, W). Unreadable files are skipped and logged."""
-    from copycat.imageio import ImageDecodeError, decode_image, fit_to_shape
+    from copycat.data.imageio import ImageDecodeError, decode_image, fit_to_shape
 
     root = Path(path)
     if not root.is_dir():

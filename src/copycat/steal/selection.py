@@ -16,10 +16,11 @@ import logging
 import torch
 
 from copycat.config import StealConfig, TrainConfig
-from copycat.models import init_model
-from copycat.pool import Candidates
-from copycat.store import AnswerStore
-from copycat.train import fit, predict, resolve_device
+from copycat.devices import resolve_device
+from copycat.pools.pool import Candidates
+from copycat.steal.store import AnswerStore
+from copycat.train.fit import fit, predict
+from copycat.train.models import init_model
 
 log = logging.getLogger(__name__)
 

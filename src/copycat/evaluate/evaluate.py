@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from copycat.datasets import LabelledSet
-from copycat.metrics import Metrics, classification_metrics
-from copycat.oracle import Oracle
-from copycat.train import predict
+from copycat.data.datasets import LabelledSet
+from copycat.evaluate.metrics import Metrics, classification_metrics
+from copycat.oracles.base import Oracle
+from copycat.train.fit import predict
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,7 @@
-"""Oracles: black-box classifiers that copycat may only query.
+"""Local oracles: a target folder (safetensors + card, run by torch) or an ONNX file.
 
-A backend owns its preprocessing (the target's normalisation travels inside its weights), takes
-float images in [0, 1] of shape (N, C, H, W) and answers with labels and, unless restricted,
-probabilities. Output restrictions are wrappers (:class:`LabelOnly`, :class:`TopK`,
-:class:`Rounded`); :func:`parse_oracle_spec` builds the right stack from a ``scheme:id`` string.
+``copycat target train`` publishes such a folder; the card says what a model owner would
+publish beside the weights (architecture, classes, input shape, normalisation).
 """
 
 from __future__ import annotations
@@ -13,40 +11,19 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from copycat.errors import ConfigError, OracleError
+from copycat.errors import OracleError
+from copycat.oracles.base import Answer, check_images
 
 log = logging.getLogger(__name__)
 
 CARD_NAME = "card.json"
 WEIGHTS_NAME = "model.safetensors"
 ONNX_NAME = "model.onnx"
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """What the oracle said about a batch. labels always; probs only if the target exposes them."""
-
-    labels: torch.Tensor  # (N,) int64
-    probs: torch.Tensor | None = None  # (N, K) float32, rows sum to 1
-
-
-@runtime_checkable
-class Oracle(Protocol):
-    """A black-box classifier that we may only query."""
-
-    @property
-    def num_classes(self) -> int: ...
-    @property
-    def input_shape(self) -> tuple[int, int, int]: ...  # (C, H, W) the target expects
-    @property
-    def fingerprint(self) -> str: ...  # resume refuses another oracle
-    def query(self, images: torch.Tensor) -> Answer: ...  # (N, C, H, W) float in [0, 1]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,23 +67,6 @@ class TargetCard:
                 f"{path} is not a valid target card ({exc}); re-create it with "
                 "`copycat target train`"
             ) from exc
-
-
-def check_images(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
-    """Validate a query batch and resize it to ``shape``; returns float32 (N, C, H, W)."""
-    if images.ndim != 4:
-        raise OracleError(f"query images must be (N, C, H, W), got shape {tuple(images.shape)}")
-    if images.shape[1] != shape[0]:
-        raise OracleError(
-            f"the oracle takes {shape[0]}-channel images, got {images.shape[1]}; "
-            "let the pool convert channels to the oracle's input shape"
-        )
-    images = images.float()
-    if images.shape[-2:] != shape[1:]:
-        images = F.interpolate(
-            images, size=shape[1:], mode="bilinear", antialias=True, align_corners=False
-        )
-    return images.clamp_(0.0, 1.0)
 
 
 def file_digest(path: Path) -> str:
@@ -155,7 +115,7 @@ class TorchOracle:
             from safetensors import SafetensorError
             from safetensors.torch import load_file
 
-            from copycat.models import build_model
+            from copycat.train.models import build_model
 
             card = self.card
             weights = self.folder / WEIGHTS_NAME
@@ -244,120 +204,11 @@ class OnnxOracle:
         return Answer(labels=probs.argmax(1), probs=probs)
 
 
-class OracleWrapper:
-    """Base of oracles that wrap another: delegates everything but ``query``. ``tag`` names
-    what the wrapper changes in the answers and joins the fingerprint; ``None`` (a wrapper
-    that only observes, e.g. one that counts queries) keeps the inner fingerprint."""
-
-    tag: str | None = None
-
-    def __init__(self, inner: Oracle) -> None:
-        self.inner = inner
-
-    @property
-    def num_classes(self) -> int:
-        return self.inner.num_classes
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return self.inner.input_shape
-
-    @property
-    def fingerprint(self) -> str:
-        inner = self.inner.fingerprint
-        return inner if self.tag is None else f"{inner}|{self.tag}"
-
-    def query(self, images: torch.Tensor) -> Answer:
-        return self.inner.query(images)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+def build_torch(spec: str, *, device: str = "cpu", **_: Any) -> TorchOracle:
+    """``torch:DIR``: a target folder made by ``copycat target train``."""
+    return TorchOracle(spec.partition(":")[2], device=device)
 
 
-class LabelOnly(OracleWrapper):
-    """Only the top-1 label: the paper's threat model."""
-
-    tag = "label"
-
-    def query(self, images: torch.Tensor) -> Answer:
-        return Answer(labels=self.inner.query(images).labels)
-
-
-class TopK(OracleWrapper):
-    """The top-k probabilities, renormalised; the rest are zero."""
-
-    def __init__(self, inner: Oracle, k: int) -> None:
-        super().__init__(inner)
-        if k < 1:
-            raise ConfigError(f"topk k={k} is invalid; accepted: an integer >= 1")
-        self.k = k
-        self.tag = f"topk{k}"
-
-    def query(self, images: torch.Tensor) -> Answer:
-        ans = self.inner.query(images)
-        if ans.probs is None:
-            return ans
-        top = ans.probs.topk(min(self.k, ans.probs.shape[1]), dim=1)
-        probs = torch.zeros_like(ans.probs).scatter_(1, top.indices, top.values)
-        return Answer(labels=ans.labels, probs=probs / probs.sum(1, keepdim=True))
-
-
-class Rounded(OracleWrapper):
-    """Probabilities rounded to ``decimals`` places (a common output defence)."""
-
-    def __init__(self, inner: Oracle, decimals: int) -> None:
-        super().__init__(inner)
-        if not 0 <= decimals <= 8:
-            raise ConfigError(f"rounded decimals={decimals} is invalid; accepted: 0..8")
-        self.decimals = decimals
-        self.tag = f"round{decimals}"
-
-    def query(self, images: torch.Tensor) -> Answer:
-        ans = self.inner.query(images)
-        if ans.probs is None:
-            return ans
-        return Answer(labels=ans.labels, probs=torch.round(ans.probs, decimals=self.decimals))
-
-
-def restrict(oracle: Oracle, output: str) -> Oracle:
-    """Apply an output restriction: ``label``, ``probs``, ``topk:K`` or ``rounded:D``."""
-    kind, _, arg = output.partition(":")
-    try:
-        if kind == "label" and not arg:
-            return LabelOnly(oracle)
-        if kind == "probs" and not arg:
-            return oracle
-        if kind == "topk":
-            return TopK(oracle, int(arg))
-        if kind == "rounded":
-            return Rounded(oracle, int(arg))
-    except ValueError:
-        pass
-    raise ConfigError(f"unknown output {output!r}; use label, probs, topk:K or rounded:D")
-
-
-def parse_oracle_spec(
-    spec: str, *, output: str = "label", device: str = "cpu", **http_options: Any
-) -> Oracle:
-    """Build an oracle from ``torch:DIR``, ``onnx:FILE``, ``oip+http(s)://...`` or
-    ``http(s)://...``, restricted to ``output`` (top-1 label by default)."""
-    scheme, sep, rest = spec.partition(":")
-    if not sep or not rest:
-        raise ConfigError(
-            f"oracle {spec!r} has no scheme; use torch:DIR, onnx:FILE, "
-            "oip+http://HOST/v2/models/NAME or http(s)://HOST/PATH"
-        )
-    inner: Oracle
-    if scheme == "torch":
-        inner = TorchOracle(rest, device=device)
-    elif scheme == "onnx":
-        inner = OnnxOracle(rest)
-    elif scheme in ("http", "https", "oip+http", "oip+https"):
-        from copycat.http_oracle import build_http_oracle
-
-        inner = build_http_oracle(spec, **http_options)
-    else:
-        raise ConfigError(
-            f"unknown oracle scheme {scheme!r}; use torch:, onnx:, oip+http(s):// or http(s)://"
-        )
-    return restrict(inner, output)
+def build_onnx(spec: str, **_: Any) -> OnnxOracle:
+    """``onnx:FILE``: an ONNX classifier taking [0, 1] images."""
+    return OnnxOracle(spec.partition(":")[2])

@@ -1,4 +1,5 @@
-"""A tiny registry of classifier architectures for targets and copycats.
+"""Classifier architectures for targets and copycats (listed in
+:data:`~copycat.train.registry.MODELS`).
 
 Every model takes float images in [0, 1] of shape (N, C, H, W), normalises them itself (the
 statistics are buffers, so they travel with the weights and into ONNX) and returns logits (N, K).
@@ -12,23 +13,9 @@ import torch
 from torch import nn
 
 from copycat.errors import ConfigError
+from copycat.train.registry import MODELS
 
-Builder = Callable[[int, int, int], nn.Module]
-_REGISTRY: dict[str, Builder] = {}
-
-
-def register(name: str) -> Callable[[Builder], Builder]:
-    """Register ``builder(in_channels, num_classes, input_size) -> nn.Module`` under ``name``."""
-
-    def deco(fn: Builder) -> Builder:
-        _REGISTRY[name] = fn
-        return fn
-
-    return deco
-
-
-def available() -> list[str]:
-    return sorted(_REGISTRY)
+Builder = Callable[[int, int, int], nn.Module]  # (in_channels, num_classes, input_size)
 
 
 class Normalize(nn.Module):
@@ -70,11 +57,10 @@ def build_model(
     std: Sequence[float] | None = None,
 ) -> Classifier:
     """Build ``arch`` for inputs of shape (in_channels, input_size, input_size)."""
-    if arch not in _REGISTRY:
-        raise ConfigError(f"unknown architecture {arch!r}; available: {', '.join(available())}")
+    builder: Builder = MODELS.get(arch)  # an unknown name is refused with the list
     if in_channels not in (1, 3):
         raise ConfigError(f"in_channels={in_channels} is invalid; accepted: 1 or 3")
-    backbone = _REGISTRY[arch](in_channels, num_classes, input_size)
+    backbone = builder(in_channels, num_classes, input_size)
     mean = mean if mean is not None else [0.5] * in_channels
     std = std if std is not None else [0.25] * in_channels
     return Classifier(backbone, mean, std)
@@ -155,8 +141,8 @@ def _three_conv(widths: tuple[int, int, int], hidden: int, dropout: float) -> Bu
     return build
 
 
-register("cnn-tiny")(
-    lambda c, k, s: nn.Sequential(
+def cnn_tiny(c: int, k: int, size: int) -> nn.Module:
+    return nn.Sequential(
         *_conv_bn(c, 8),
         nn.MaxPool2d(2),
         *_conv_bn(8, 16),
@@ -164,17 +150,17 @@ register("cnn-tiny")(
         nn.Flatten(),
         nn.Linear(64, k),
     )
-)
-register("cnn-small")(_two_conv((32, 64), 256, 0.3))
-register("cnn-target")(_two_conv((32, 64), 256, 0.3))
-register("cnn-wide")(_three_conv((32, 64, 128), 256, 0.3))
 
 
-@register("resnet18")
-def _resnet18(c: int, k: int, size: int) -> nn.Module:
-    from torchvision.models import resnet18
+cnn_small = _two_conv((32, 64), 256, 0.3)
+cnn_target = _two_conv((32, 64), 256, 0.3)
+cnn_wide = _three_conv((32, 64, 128), 256, 0.3)
 
-    m = resnet18(num_classes=k)
+
+def resnet18(c: int, k: int, size: int) -> nn.Module:
+    from torchvision.models import resnet18 as tv_resnet18
+
+    m = tv_resnet18(num_classes=k)
     if size < 96:
         # Small inputs: the ImageNet stem (7x7 stride 2 + max-pool) would leave nothing to learn.
         m.conv1 = nn.Conv2d(c, 64, 3, stride=1, padding=1, bias=False)
@@ -184,8 +170,7 @@ def _resnet18(c: int, k: int, size: int) -> nn.Module:
     return m
 
 
-@register("vgg16")
-def _vgg16(c: int, k: int, size: int) -> nn.Module:
+def vgg16(c: int, k: int, size: int) -> nn.Module:
     from torchvision.models import vgg16_bn
 
     m = vgg16_bn(num_classes=k)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from copycat.errors import ConfigError, OracleError
-from copycat.oracle import Answer
+from copycat.oracles.base import Answer
 
 
 def probs_from(values: np.ndarray) -> torch.Tensor:

@@ -9,7 +9,6 @@ resumed steal sees the same candidates and skips those already answered.
 from __future__ import annotations
 
 import logging
-import math
 import queue
 import threading
 from collections import Counter
@@ -18,10 +17,10 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 import torch
-import torch.nn.functional as F
 
 from copycat.config import AugmentConfig, PoolConfig
 from copycat.errors import ConfigError
+from copycat.pools.augment import augment_batch, to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -158,79 +157,20 @@ def prefetch(items: Iterator[T], *, depth: int = 2) -> Generator[T, None, None]:
         worker.join(timeout=10)
 
 
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """Float [0, 1] → uint8, rounding; what is sent is exactly what is stored."""
-    return x.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
-
-
-def augment_batch(
-    base: torch.Tensor, shape: tuple[int, int, int], cfg: AugmentConfig, gen: torch.Generator
-) -> torch.Tensor:
-    """Random resized crop, rotation and flips in one batched affine resample, then photometric
-    jitter. ``base`` is float (N, C, S, S) in [0, 1]; returns float (N, C, H, W) in [0, 1]."""
-    n, _, h, w = base.shape[0], *shape
-    if not cfg.enabled:
-        return F.interpolate(
-            base, size=(h, w), mode="bilinear", antialias=True, align_corners=False
-        )
-    u = torch.rand(n, 8, generator=gen)
-    if cfg.invert > 0:
-        flip = (u[:, 0] < cfg.invert).view(n, 1, 1, 1)
-        base = torch.where(flip, 1.0 - base, base)
-    lo, hi = cfg.scale
-    area = lo + (hi - lo) * u[:, 1]
-    alo, ahi = math.log(cfg.aspect[0]), math.log(cfg.aspect[1])
-    log_r = alo + (ahi - alo) * u[:, 2]
-    sx = (area * log_r.exp()).sqrt().clamp(max=1.0)
-    sy = (area / log_r.exp()).sqrt().clamp(max=1.0)
-    cx = (1 - sx) * (2 * u[:, 3] - 1)
-    cy = (1 - sy) * (2 * u[:, 4] - 1)
-    ang = math.radians(cfg.rotation) * (2 * u[:, 5] - 1)
-    hflip = torch.where(u[:, 6] < cfg.hflip, -1.0, 1.0)
-    vflip = torch.where(u[:, 7] < cfg.vflip, -1.0, 1.0)
-    cos, sin = ang.cos(), ang.sin()
-    theta = torch.stack(
-        [
-            torch.stack([cos * sx * hflip, -sin * sy * vflip, cx], 1),
-            torch.stack([sin * sx * hflip, cos * sy * vflip, cy], 1),
-        ],
-        1,
-    )
-    # Shrink first so the bilinear resample does not alias fine detail.
-    side = max(h, w)
-    if base.shape[-1] > 2 * side:
-        base = F.interpolate(base, size=(2 * side, 2 * side), mode="area")
-    grid = F.affine_grid(theta, [n, base.shape[1], h, w], align_corners=False)
-    out = F.grid_sample(base, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    v = torch.rand(n, 2, generator=gen)
-    bright = 1 + cfg.brightness * (2 * v[:, 0] - 1)
-    contrast = 1 + cfg.contrast * (2 * v[:, 1] - 1)
-    mean = out.mean(dim=(1, 2, 3), keepdim=True)
-    out = (out - mean) * contrast.view(n, 1, 1, 1) + mean
-    return (out * bright.view(n, 1, 1, 1)).clamp_(0.0, 1.0)
-
-
 def build_pool(cfg: PoolConfig, *, shape: tuple[int, int, int]) -> Pool:
-    """Parse ``cfg.spec`` (``npd``, ``folder:PATH``, ``pd:NAME``, ``noise``, joined by ``+``)."""
-    from copycat import sources
+    """Parse ``cfg.spec``: schemes of :data:`~copycat.pools.registry.POOLS` joined by ``+``."""
+    from copycat.pools.registry import POOLS
 
     parts = cfg.spec.split("+")
     built: list[Source] = []
     for part in parts:
         scheme, _, arg = part.strip().partition(":")
-        if scheme == "npd" and not arg:
-            built.append(sources.npd_source(shape=shape, max_pixels=cfg.max_pixels))
-        elif scheme == "folder" and arg:
-            built.append(sources.FolderSource(arg, shape=shape, max_pixels=cfg.max_pixels))
-        elif scheme == "pd" and arg:
-            built.append(sources.labelled_source(arg, shape=shape))
-        elif scheme == "noise" and not arg:
-            built.append(sources.NoiseSource(shape=shape))
-        else:
+        takes_arg = scheme in POOLS and ":" in next(e.usage for e in POOLS if e.name == scheme)
+        if scheme not in POOLS or bool(arg) != takes_arg:
             raise ConfigError(
-                f"unknown pool part {part!r} in {cfg.spec!r}; use npd, "
-                "folder:PATH, pd:fashion-mnist, noise, joined by '+'"
+                f"unknown pool part {part!r} in {cfg.spec!r}; use {POOLS.usages()}, joined by '+'"
             )
+        built.append(POOLS.get(scheme)(arg, shape=shape, max_pixels=cfg.max_pixels))
     weights = list(cfg.mix) if cfg.mix else [1.0] * len(built)
     return Pool(
         built, weights=weights, shape=shape, augment=cfg.augment, seed=cfg.seed, spec=cfg.spec

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from copycat.datasets import IMAGE_SUFFIXES, load_labelled
+from copycat.data.datasets import IMAGE_SUFFIXES, load_labelled
+from copycat.data.imageio import ImageDecodeError, decode_image, pil_to_tensor
 from copycat.errors import DataError
-from copycat.imageio import ImageDecodeError, decode_image, pil_to_tensor
 
 log = logging.getLogger(__name__)
 
@@ -319,3 +319,23 @@ class NoiseSource:
 
     def draw(self, n: int, gen: torch.Generator) -> torch.Tensor:
         return torch.randint(0, 256, (n, *self.shape), generator=gen, dtype=torch.uint8)
+
+
+def build_npd(arg: str, *, shape: tuple[int, int, int], max_pixels: int) -> BankSource:
+    """``npd``: openclipart PNGs plus scikit-image's photos."""
+    return npd_source(shape=shape, max_pixels=max_pixels)
+
+
+def build_folder(arg: str, *, shape: tuple[int, int, int], max_pixels: int) -> FolderSource:
+    """``folder:PATH``: every image under PATH, recursively."""
+    return FolderSource(arg, shape=shape, max_pixels=max_pixels)
+
+
+def build_pd(arg: str, *, shape: tuple[int, int, int], max_pixels: int) -> BankSource:
+    """``pd:NAME``: a labelled set's images with the labels discarded."""
+    return labelled_source(arg, shape=shape)
+
+
+def build_noise(arg: str, *, shape: tuple[int, int, int], max_pixels: int) -> NoiseSource:
+    """``noise``: uniform noise."""
+    return NoiseSource(shape=shape)

@@ -10,7 +10,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -19,9 +19,9 @@ import torch
 
 from copycat.config import StealConfig
 from copycat.errors import OracleError, OracleUnavailableError
-from copycat.oracle import Answer, Oracle
-from copycat.pool import Candidates, Pool, prefetch
-from copycat.store import AnswerStore, image_id
+from copycat.oracles.base import Answer, Oracle
+from copycat.pools.pool import Candidates, Pool, prefetch
+from copycat.steal.store import AnswerStore, image_id
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,21 @@ def _commit(
     )
 
 
+@dataclass(slots=True, kw_only=True)
+class _Progress:
+    """What the loop has done so far in this call."""
+
+    start: int  # answers in the store before this call
+    remaining: int
+    hist: list[int]
+    queried: int = 0
+    batches: int = 0
+    already: int = 0
+    stale: int = 0
+    stopped: str = "budget reached"
+    seen: set[str] = field(default_factory=set)  # ids sent by this call
+
+
 def steal(
     oracle: Oracle,
     pool: Pool,
@@ -111,89 +126,121 @@ def steal(
         pool=pool.describe(),
         budget=config.budget,
     )
-    start_count = store.count()
-    remaining = config.budget - start_count
+    start = store.count()
+    st = _Progress(start=start, remaining=config.budget - start, hist=store.label_histogram(k))
     t0 = time.perf_counter()
-    queried = batches = already = 0
-    stopped = "budget reached"
-    hist = store.label_histogram(k)
     over = config.candidates_per_query if selector is not None else 1
     # Past the prefix that earlier runs answered, a long run of batches with nothing new means
     # the pool cannot give more distinct images (e.g. no augmentation on a small folder).
-    prefix_batches = math.ceil(start_count * over / config.batch_size) + 1
-    stale = 0
-    seen: set[str] = set()
+    prefix_batches = math.ceil(start * over / config.batch_size) + 1
     if on_batch is not None:
-        on_batch(start_count, config.budget, hist)
+        on_batch(start, config.budget, st.hist)
     # closing the stream stops its producer thread before pool.skipped is read
     with closing(prefetch(pool.batches(config.batch_size))) as stream:
         for i, first in enumerate(stream):
-            if remaining <= 0:
+            if st.remaining <= 0:
                 break
             cand = first
-            if selector is not None and selector.active(start_count + queried):
-                more = [next(stream) for _ in range(over - 1)]
-                cand = Candidates(
-                    images=torch.cat([first.images, *(m.images for m in more)]),
-                    sources=first.sources + tuple(s for m in more for s in m.sources),
-                )
+            if selector is not None and selector.active(start + st.queried):
+                cand = _oversample(first, stream, over)
             ids = [image_id(img) for img in cand.images]
-            known = store.known(ids)
-            fresh = [j for j, h in enumerate(ids) if h not in known and h not in seen]
-            already += sum(1 for h in ids if h in known)
+            fresh = _fresh(ids, store, st)
             if not fresh:
-                stale = stale + 1 if i >= prefix_batches else 0
-                if stale >= 50:
-                    stopped = "pool exhausted"
+                st.stale = st.stale + 1 if i >= prefix_batches else 0
+                if st.stale >= 50:
+                    st.stopped = "pool exhausted"
                     log.warning(
                         "the pool gives no new images (%d answered); enable augmentation "
                         "or add images",
-                        start_count + queried,
+                        start + st.queried,
                     )
                     break
                 continue
-            stale = 0
-            take = min(remaining, config.batch_size)
-            idx = torch.tensor(fresh, dtype=torch.int64)
-            if selector is not None and len(fresh) > take:
-                sub = Candidates(
-                    images=cand.images[idx], sources=tuple(cand.sources[j] for j in fresh)
-                )
-                idx = idx[selector(sub, take, store)]
-            idx = idx[:take]
-            seen.update(ids[j] for j in idx.tolist())
-            try:
-                ans = oracle.query(cand.images[idx].float().div_(255.0))
-            except OracleUnavailableError as exc:
-                if exc.partial is not None and exc.answered is not None:
-                    part = idx[torch.as_tensor(exc.answered, dtype=torch.int64)]
-                    queried += _commit(store, cand, part, ids, exc.partial, k)  # type: ignore[arg-type]
-                    log.warning("committed %d answers paid before the oracle failed", len(part))
-                raise
-            written = _commit(store, cand, idx, ids, ans, k)
-            queried += written
-            remaining -= written
-            batches += 1
-            for lab in ans.labels.tolist():
-                hist[lab] += 1
+            st.stale = 0
+            idx = _choose(cand, fresh, min(st.remaining, config.batch_size), store, selector)
+            st.seen.update(ids[j] for j in idx.tolist())
+            labels = _query_and_commit(oracle, store, cand, idx, ids, k, st)
+            for lab in labels.tolist():
+                st.hist[lab] += 1
             if on_batch is not None:
-                on_batch(start_count + queried, config.budget, hist)
-    seconds = time.perf_counter() - t0
-    skipped = dict(Counter(pool.skipped))
+                on_batch(start + st.queried, config.budget, st.hist)
+    return _summary(config, st, time.perf_counter() - t0, pool)
+
+
+def _oversample(first: Candidates, stream: Iterator[Candidates], over: int) -> Candidates:
+    """``first`` and the next ``over - 1`` pool batches, as one candidate set."""
+    more = [next(stream) for _ in range(over - 1)]
+    return Candidates(
+        images=torch.cat([first.images, *(m.images for m in more)]),
+        sources=first.sources + tuple(s for m in more for s in m.sources),
+    )
+
+
+def _fresh(ids: list[str], store: AnswerStore, st: _Progress) -> list[int]:
+    """Positions of candidates neither answered before nor sent by this call."""
+    known = store.known(ids)
+    st.already += sum(1 for h in ids if h in known)
+    return [j for j, h in enumerate(ids) if h not in known and h not in st.seen]
+
+
+def _choose(
+    cand: Candidates,
+    fresh: list[int],
+    take: int,
+    store: AnswerStore,
+    selector: Selector | None,
+) -> torch.Tensor:
+    """At most ``take`` of the ``fresh`` positions: the selector's pick, or pool order."""
+    idx = torch.tensor(fresh, dtype=torch.int64)
+    if selector is not None and len(fresh) > take:
+        sub = Candidates(images=cand.images[idx], sources=tuple(cand.sources[j] for j in fresh))
+        idx = idx[selector(sub, take, store)]
+    return idx[:take]
+
+
+def _query_and_commit(
+    oracle: Oracle,
+    store: AnswerStore,
+    cand: Candidates,
+    idx: torch.Tensor,
+    ids: list[str],
+    k: int,
+    st: _Progress,
+) -> torch.Tensor:
+    """Send ``cand.images[idx]``, commit the answers; the labels (N,) int64 are returned.
+
+    If the oracle fails part-way, the answers it was paid for are committed before the error
+    propagates."""
+    try:
+        ans = oracle.query(cand.images[idx].float().div_(255.0))
+    except OracleUnavailableError as exc:
+        if exc.partial is not None and exc.answered is not None:
+            part = idx[torch.as_tensor(exc.answered, dtype=torch.int64)]
+            st.queried += _commit(store, cand, part, ids, exc.partial, k)  # type: ignore[arg-type]
+            log.warning("committed %d answers paid before the oracle failed", len(part))
+        raise
+    written = _commit(store, cand, idx, ids, ans, k)
+    st.queried += written
+    st.remaining -= written
+    st.batches += 1
+    return ans.labels
+
+
+def _summary(config: StealConfig, st: _Progress, seconds: float, pool: Pool) -> StealSummary:
     log.info(
         "steal: %d answered now, %d in store, %.1f images/s",
-        queried,
-        start_count + queried,
-        queried / seconds if seconds else 0.0,
+        st.queried,
+        st.start + st.queried,
+        st.queried / seconds if seconds else 0.0,
     )
     return StealSummary(
         budget=config.budget,
-        answered=start_count + queried,
-        queried_now=queried,
-        already_answered=already,
-        batches=batches,
+        answered=st.start + st.queried,
+        queried_now=st.queried,
+        already_answered=st.already,
+        batches=st.batches,
         seconds=seconds,
-        label_histogram=hist,
-        skipped_files=skipped,
-        stopped=stopped,
+        label_histogram=st.hist,
+        skipped_files=dict(Counter(pool.skipped)),
+        stopped=st.stopped,
     )

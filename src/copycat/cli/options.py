@@ -1,0 +1,139 @@
+"""Every command-line option, declared once. Defaults come from the config dataclasses and
+scheme lists from the registries, so help texts and errors never drift from the library."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from copycat.config import (
+    HttpOracleConfig,
+    PoolConfig,
+    ServeConfig,
+    StealConfig,
+    TargetConfig,
+    TrainConfig,
+)
+from copycat.oracles.registry import ORACLES
+from copycat.pools.registry import POOLS
+from copycat.train.registry import MODELS
+
+# One instance of each config: the single source of every default below.
+POOL = PoolConfig()
+STEAL = StealConfig()
+TRAIN = TrainConfig()
+TARGET = TargetConfig()
+HTTP = HttpOracleConfig()
+SERVE = ServeConfig()
+
+# -- shared by the stage commands ----------------------------------------------------------
+RunDirOpt = Annotated[
+    Path, typer.Option("--run-dir", help="Run directory (answers, checkpoints, eval, report).")
+]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+SeedOpt = Annotated[int, typer.Option(help="Random seed.")]
+OracleOpt = Annotated[str, typer.Option(help=f"The target: {ORACLES.usages()}.")]
+ArchOpt = Annotated[str, typer.Option(help=f"Architecture: {MODELS.usages()}.")]
+EpochsOpt = Annotated[int, typer.Option(help="Training epochs.")]
+
+# -- steal -----------------------------------------------------------------------------------
+PoolOpt = Annotated[
+    str, typer.Option(help=f"Query images: {POOLS.usages()}, or a '+'-joined mix of them.")
+]
+BudgetOpt = Annotated[int, typer.Option(help="Answered images to pay for, in all runs.")]
+OutputOpt = Annotated[
+    str, typer.Option(help="What the oracle reveals: label, probs, topk:K, rounded:D.")
+]
+MixOpt = Annotated[str, typer.Option(help="Weights of the pool parts, e.g. 0.7,0.3.")]
+QueryBatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per query batch.")]
+PoolSeedOpt = Annotated[int, typer.Option("--seed", help="Pool seed (same seed = resumable).")]
+AugmentOpt = Annotated[bool, typer.Option(help="Query-time augmentation.")]
+InvertOpt = Annotated[
+    float, typer.Option(help="Probability of inverting an image (-1: the pool's default).")
+]
+SelectionOpt = Annotated[
+    str,
+    typer.Option(
+        help="balanced (label-aware: an interim copycat picks the images "
+        "that fill rare classes) or random."
+    ),
+]
+
+# -- train -----------------------------------------------------------------------------------
+TrainBatchOpt = Annotated[int, typer.Option("--batch-size", help="Batch size.")]
+LrOpt = Annotated[float, typer.Option(help="Peak learning rate.")]
+LabelsOpt = Annotated[str, typer.Option(help="auto, hard or soft.")]
+BalanceOpt = Annotated[bool, typer.Option(help="Class-balanced sampling.")]
+TrainAugmentOpt = Annotated[bool, typer.Option(help="Shift and flip the answers while training.")]
+
+# -- evaluate / run / target -----------------------------------------------------------------
+TestSetOpt = Annotated[
+    str, typer.Option(help="fashion-mnist:test or folder:PATH (ImageFolder layout).")
+]
+ConfigFileOpt = Annotated[Path, typer.Option("--config", help="Experiment TOML (see configs/).")]
+DatasetOpt = Annotated[str, typer.Option(help="Labelled dataset: fashion-mnist.")]
+TargetOutOpt = Annotated[
+    Path, typer.Option("--out", help="Folder for model.safetensors, card.json, model.onnx.")
+]
+
+# -- HTTP oracles ------------------------------------------------------------------------------
+_H = "HTTP oracles"
+ApiKeyEnvOpt = Annotated[
+    str | None,
+    typer.Option(help="Environment variable holding the API key.", rich_help_panel=_H),
+]
+ConcurrencyOpt = Annotated[int, typer.Option(help="Requests in flight.", rich_help_panel=_H)]
+MaxQpsOpt = Annotated[
+    float | None, typer.Option(help="Client-side pace, requests/s.", rich_help_panel=_H)
+]
+TimeoutOpt = Annotated[float, typer.Option(help="Seconds per request.", rich_help_panel=_H)]
+RetriesOpt = Annotated[int, typer.Option(help="Retries per request.", rich_help_panel=_H)]
+PriceOpt = Annotated[
+    float, typer.Option(help="Price per 1000 images, for the cost ledger.", rich_help_panel=_H)
+]
+RequestBatchOpt = Annotated[int, typer.Option(help="Images per request.", rich_help_panel=_H)]
+ResponseFormatOpt = Annotated[
+    str,
+    typer.Option(help="Plain JSON replies: label-score, label or probs.", rich_help_panel=_H),
+]
+LabelMapOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Plain JSON: class names in index order (JSON list, a,b,c or a file).",
+        rich_help_panel=_H,
+    ),
+]
+InputShapeOpt = Annotated[
+    str | None, typer.Option(help="Plain JSON: input shape C,H,W.", rich_help_panel=_H)
+]
+NumClassesOpt = Annotated[
+    int | None, typer.Option(help="Class count, if the target hides it.", rich_help_panel=_H)
+]
+SendAsOpt = Annotated[
+    str, typer.Option(help="OIP input encoding: auto, uint8, fp32, png.", rich_help_panel=_H)
+]
+
+# -- serve -----------------------------------------------------------------------------------
+ModelDirOpt = Annotated[
+    Path, typer.Option("--model", help="Target folder (model.safetensors + card.json).")
+]
+HostOpt = Annotated[str, typer.Option(help="Interface to bind; loopback by default.")]
+PortOpt = Annotated[int, typer.Option(help="TCP port (0 picks a free one).")]
+ServeOutputOpt = Annotated[
+    str, typer.Option("--output", help="What answers reveal: label, topk:K, probs, rounded:D.")
+]
+ServeKeyEnvOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key-env", help="Environment variable holding the API key; no key, no auth."
+    ),
+]
+RateLimitOpt = Annotated[float | None, typer.Option(help="Requests/s per client (429 beyond).")]
+MaxBatchOpt = Annotated[int, typer.Option(help="Images per request (413 beyond).")]
+MaxBodyOpt = Annotated[float, typer.Option(help="Request body limit in MiB.")]
+ModelNameOpt = Annotated[
+    str | None, typer.Option("--name", help="Model name in URLs (default: folder).")
+]
+QueryLogOpt = Annotated[str, typer.Option(help="JSON-lines query log ('' turns it off).")]

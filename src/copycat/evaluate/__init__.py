@@ -1,0 +1,2 @@
+"""Scoring a copycat against its oracle: metrics (:mod:`.metrics`) and the evaluation
+(:mod:`.evaluate`)."""

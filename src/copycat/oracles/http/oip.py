@@ -1,0 +1,179 @@
+"""The Open Inference Protocol (KServe V2) REST oracle: ``oip+http(s)://HOST/v2/models/NAME``.
+
+The model's metadata gives the input shape and datatype (UINT8 and FP32 tensors, or BYTES
+holding PNG) and, from a probabilities output ``[-1, K]``, the class count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+
+from copycat.config import HttpOracleConfig
+from copycat.errors import OracleError
+from copycat.oracles.base import Answer
+from copycat.oracles.http.base import HttpOracle, to_png_b64, without_credentials
+from copycat.oracles.http.formats import probs_from
+
+log = logging.getLogger(__name__)
+
+_INT_TYPES = {"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
+_FLOAT_TYPES = {"FP16", "FP32", "FP64"}
+_SEND_AS = {"UINT8": "uint8", "FP32": "fp32", "FP64": "fp32", "FP16": "fp32", "BYTES": "png"}
+
+
+def _digits_table() -> np.ndarray:
+    codes = np.zeros((256, 4), dtype=np.uint8)  # "v," left-aligned, zero-padded
+    for v in range(256):
+        text = f"{v},".encode()
+        codes[v, : len(text)] = np.frombuffer(text, dtype=np.uint8)
+    return codes.view(np.uint32).ravel()  # one 4-byte word per value: a fast gather
+
+
+_DIGITS = _digits_table()
+
+
+def uint8_json(values: np.ndarray) -> bytes:
+    """A uint8 array as a JSON list ``[v, v, ...]``, vectorised: ~10x faster than json.dumps,
+    which matters because the client shares the CPU with everything else."""
+    flat = values.ravel()
+    if flat.size == 0:
+        return b"[]"
+    chars = _DIGITS[flat].view(np.uint8)  # padding bytes are 0, never a character
+    return b"[" + chars[chars != 0].tobytes()[:-1] + b"]"
+
+
+class OipOracle(HttpOracle):
+    """A model served over the Open Inference Protocol (KServe V2) REST API."""
+
+    def __init__(self, url: str, *, config: HttpOracleConfig) -> None:
+        super().__init__(url, config=config)
+        self.model_url = url.rstrip("/").removesuffix("/infer")
+        self.transport.url = self.model_url + "/infer"
+        self._meta: dict[str, Any] | None = None
+
+    def metadata(self) -> dict[str, Any]:
+        if self._meta is None:
+            meta = self.transport.get_json(self.model_url)
+            if not isinstance(meta, dict) or not meta.get("inputs"):
+                raise OracleError(
+                    f"{self.model_url} gave no model metadata with 'inputs' ({str(meta)[:200]}); "
+                    "is it an Open Inference Protocol (/v2/models/NAME) URL?"
+                )
+            self._meta = meta
+        return self._meta
+
+    @property
+    def _input(self) -> dict[str, Any]:
+        return dict(self.metadata()["inputs"][0])
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        if self.config.input_shape is not None:
+            return self.config.input_shape
+        dims = list(self._input.get("shape", []))[-3:]
+        if len(dims) != 3 or not all(isinstance(d, int) and d > 0 for d in dims):
+            raise OracleError(
+                f"{self.model_url} declares input shape {self._input.get('shape')}; copycat "
+                "needs fixed (C, H, W) dims: pass --input-shape C,H,W"
+            )
+        return (dims[0], dims[1], dims[2])
+
+    @property
+    def num_classes(self) -> int:
+        if self.config.num_classes is not None:
+            return self.config.num_classes
+        meta = self.metadata()
+        for out in meta.get("outputs", []):
+            shape = out.get("shape", [])
+            if out.get("datatype") in _FLOAT_TYPES and len(shape) == 2 and shape[-1] > 1:
+                return int(shape[-1])
+        params = meta.get("parameters") or {}
+        if isinstance(params, dict) and isinstance(params.get("num_classes"), int):
+            return int(params["num_classes"])
+        raise OracleError(
+            f"{self.model_url} publishes no probabilities output [-1, K] nor a num_classes "
+            "parameter; pass --num-classes K"
+        )
+
+    @property
+    def send_as(self) -> str:
+        if self.config.send_as != "auto":
+            return self.config.send_as
+        dtype = self._input.get("datatype", "FP32")
+        if dtype not in _SEND_AS:
+            raise OracleError(
+                f"{self.model_url} takes {dtype} input; pass --send-as uint8, fp32 or png"
+            )
+        return _SEND_AS[dtype]
+
+    @property
+    def fingerprint(self) -> str:
+        meta = self.metadata()
+        parts = {k: meta.get(k) for k in ("name", "versions", "platform", "inputs", "outputs")}
+        parts["url"] = without_credentials(self.model_url)
+        blob = json.dumps(parts, sort_keys=True, default=str).encode()
+        return "oip:" + hashlib.sha256(blob).hexdigest()[:16]
+
+    def _body(self, x: torch.Tensor) -> bytes:
+        name = self._input.get("name", "images")
+        n, c, h, w = x.shape
+        how = self.send_as
+        tensor: dict[str, Any]
+        if how == "png":
+            tensor = {"name": name, "shape": [n], "datatype": "BYTES", "data": to_png_b64(x)}
+            tensor["parameters"] = {"content_type": "base64"}
+        elif how == "uint8":
+            head = {"name": name, "shape": [n, c, h, w], "datatype": "UINT8"}
+            raw = uint8_json(x.mul(255.0).round_().to(torch.uint8).numpy())
+            return b'{"inputs": [' + json.dumps(head)[:-1].encode() + b', "data": ' + raw + b"}]}"
+        else:  # 8 decimals keep k/255 exact after the server's cast to float32
+            data = x.double().numpy().round(8).ravel().tolist()
+            tensor = {"name": name, "shape": [n, c, h, w], "datatype": "FP32", "data": data}
+        return json.dumps({"inputs": [tensor]}).encode()
+
+    def _request(self, images: torch.Tensor) -> Answer:
+        body = self._body(images)
+        url = self.transport.url
+        n = len(images)
+        return self.transport.call(
+            lambda: self.transport.client.post(
+                url, content=body, headers={"Content-Type": "application/json"}
+            ),
+            lambda r: parse_oip_reply(r.json(), n=n, num_classes=self.num_classes, url=url),
+            images=n,
+        )
+
+
+def parse_oip_reply(body: Any, *, n: int, num_classes: int, url: str = "") -> Answer:
+    """An OIP inference reply as an Answer: an integer output of N values gives the labels, a
+    float output of shape (N, K) the probabilities (logits get a softmax)."""
+    outs = body.get("outputs") if isinstance(body, dict) else None
+    if not isinstance(outs, list) or not outs:
+        raise OracleError(f"{url} replied without 'outputs' ({str(body)[:200]})")
+    labels = probs = None
+    try:
+        for out in outs:
+            arr = np.asarray(out["data"])
+            dtype = str(out.get("datatype", ""))
+            if dtype in _INT_TYPES and labels is None and arr.size == n:
+                labels = torch.from_numpy(arr.astype(np.int64).reshape(n))
+            elif dtype in _FLOAT_TYPES and probs is None and arr.size == n * num_classes:
+                probs = probs_from(arr.astype(np.float32).reshape(n, num_classes))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise OracleError(f"{url} replied with a malformed output tensor ({exc})") from exc
+    if labels is None and probs is None:
+        seen = [(o.get("name"), o.get("datatype"), o.get("shape")) for o in outs]
+        raise OracleError(
+            f"{url} replied with outputs {seen}; expected INT labels [{n}] or FP32 "
+            f"probabilities [{n}, {num_classes}] (check --num-classes)"
+        )
+    if labels is None and probs is not None:
+        labels = probs.argmax(1)
+    assert labels is not None
+    return Answer(labels=labels, probs=probs)

@@ -1,0 +1,1 @@
+"""Rendering only: ``report.md`` (:mod:`.render`) and its figures (:mod:`.plots`)."""

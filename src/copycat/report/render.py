@@ -1,0 +1,149 @@
+"""Rendering only: turn a run directory's JSON and CSV into ``report.md`` and PNG figures."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from copycat.errors import CopycatError
+from copycat.report.plots import plot_confusions, plot_curves, plot_histogram
+from copycat.runs import RunDir
+from copycat.steal.store import AnswerStore
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def render_report(run: RunDir) -> Path:
+    """Write ``report.md`` and its PNGs into the run directory; returns the report's path."""
+    if not run.eval_json.is_file():
+        raise CopycatError(
+            f"no eval.json in {run.root}; run `copycat evaluate --run-dir {run.root} ...` first"
+        )
+    ev = json.loads(run.eval_json.read_text())
+    cfg = run.read_config()
+    lines = [f"# Copycat report: `{run.root}`", ""]
+    lines += _result(ev)
+    lines += _queries(run)
+    lines += _fake_dataset(run, ev["class_names"])
+    lines += _training(run)
+    lines += _per_class(run, ev)
+    lines += _provenance(cfg)
+    out = run.root / "report.md"
+    out.write_text("\n".join(lines))
+    return out
+
+
+def _result(ev: dict[str, Any]) -> list[str]:
+    return [
+        "## Result",
+        "",
+        "| | target (oracle) | copycat | performance (copycat / target) |",
+        "|---|---|---|---|",
+        f"| accuracy | {_fmt(ev['target_accuracy'])} | {_fmt(ev['copycat_accuracy'])} | "
+        f"{_fmt(ev['performance_accuracy'])} |",
+        f"| macro-F1 | {_fmt(ev['target_macro_f1'])} | {_fmt(ev['copycat_macro_f1'])} | "
+        f"{_fmt(ev['performance_macro_f1'])} |",
+        "",
+        f"Agreement (same label as the target on the {ev['test_size']} test images of "
+        f"`{ev['test_set']}`): **{_fmt(ev['agreement'])}**. "
+        f"Queries answered: {_fmt(ev.get('queries'))} of a budget of "
+        f"{_fmt(ev.get('budget'))}.",
+        "",
+    ]
+
+
+_QUERY_KEYS = (
+    "answered",
+    "queried_now",
+    "already_answered",
+    "seconds",
+    "stopped",
+    "skipped_files",
+    "attempts",
+    "failures",
+    "retries",
+    "estimated_cost",
+)
+
+
+def _queries(run: RunDir) -> list[str]:
+    steal_json = run.root / "steal.json"
+    if not steal_json.is_file():
+        return []
+    st = json.loads(steal_json.read_text())
+    lines = ["## Queries", "", "| | |", "|---|---|"]
+    lines += [f"| {k.replace('_', ' ')} | {_fmt(st[k], 2)} |" for k in _QUERY_KEYS if k in st]
+    for key, value in st.get("total", {}).items():
+        lines.append(f"| all runs: {key.replace('_', ' ')} | {_fmt(value, 2)} |")
+    return [*lines, ""]
+
+
+def _fake_dataset(run: RunDir, names: list[str]) -> list[str]:
+    if not run.store.is_file():
+        return []
+    with AnswerStore(run.store) as store:
+        hist = store.label_histogram(len(names))
+    plot_histogram(hist, names, run.root / "labels.png")
+    ratio = max(hist) / max(1, min(hist))
+    return [
+        "## The fake dataset",
+        "",
+        "![labels](labels.png)",
+        "",
+        f"Most to least frequent label: {max(hist)} to {min(hist)} ({ratio:.1f}:1).",
+        "",
+    ]
+
+
+def _training(run: RunDir) -> list[str]:
+    if not run.metrics.is_file():
+        return []
+    with run.metrics.open() as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return []
+    plot_curves(rows, run.root / "training.png")
+    return ["## Copycat training", "", "![training curves](training.png)", ""]
+
+
+def _per_class(run: RunDir, ev: dict[str, Any]) -> list[str]:
+    plot_confusions(ev, run.root / "confusion.png")
+    lines = [
+        "## Per class",
+        "",
+        "| class | target F1 | copycat F1 | target recall | copycat recall |",
+        "|---|---|---|---|---|",
+    ]
+    t, c = ev["target"], ev["copycat"]
+    for i, n in enumerate(ev["class_names"]):
+        lines.append(
+            f"| {n} | {_fmt(t['per_class_f1'][i], 3)} | {_fmt(c['per_class_f1'][i], 3)} "
+            f"| {_fmt(t['per_class_recall'][i], 3)} | "
+            f"{_fmt(c['per_class_recall'][i], 3)} |"
+        )
+    return [*lines, "", "![confusion matrices](confusion.png)", ""]
+
+
+def _provenance(cfg: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    cmds = cfg.get("commands", {})
+    if cmds:
+        lines += ["## How this was made", "", "```"]
+        lines += [cmds[k] for k in ("target", "steal", "train", "evaluate", "run") if k in cmds]
+        lines += ["```", ""]
+    return [
+        *lines,
+        "## Configuration",
+        "",
+        "```json",
+        json.dumps({k: v for k, v in cfg.items() if k != "commands"}, indent=2),
+        "```",
+        "",
+    ]

@@ -1,0 +1,2 @@
+"""The query stage: the loop under a budget (:mod:`.loop`), the answer store (:mod:`.store`)
+and label-aware selection (:mod:`.selection`)."""

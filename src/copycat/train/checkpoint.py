@@ -1,0 +1,72 @@
+"""Checkpoints and the metrics log: plain dicts of tensors and numbers, written atomically and
+loaded with ``weights_only=True`` (no code is ever unpickled)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from copycat.errors import CheckpointError
+from copycat.runs import RunDir
+from copycat.train.models import Classifier, build_model
+
+METRIC_FIELDS = ("epoch", "train_loss", "train_agreement", "val_agreement", "lr", "seconds")
+
+
+def save_checkpoint(path: Path, obj: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    try:
+        torch.save(obj, tmp)
+        tmp.replace(path)  # atomic: a kill mid-save never leaves a truncated checkpoint
+    except (OSError, RuntimeError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(
+            f"could not write checkpoint {path} ({exc}); free disk space and "
+            "run the same command again: training resumes from the last "
+            "checkpoint"
+        ) from exc
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError) as exc:
+        raise CheckpointError(
+            f"cannot read checkpoint {path} ({exc}); delete it to start training afresh"
+        ) from exc
+
+
+def write_metrics(path: Path, history: list[dict[str, float]]) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
+        w.writeheader()
+        w.writerows(history)
+
+
+def load_copycat(run: RunDir) -> Classifier:
+    """The trained copycat of a run (weights only; no code is loaded)."""
+    if not run.copycat_weights.is_file() or not run.copycat_card.is_file():
+        raise CheckpointError(f"no copycat in {run.root}; run `copycat train --run-dir {run.root}`")
+    card = json.loads(run.copycat_card.read_text())
+    model = build_model(
+        card["arch"],
+        in_channels=card["input_shape"][0],
+        num_classes=card["num_classes"],
+        input_size=card["input_shape"][1],
+        mean=card["mean"],
+        std=card["std"],
+    )
+    try:
+        model.load_state_dict(load_file(str(run.copycat_weights)))
+    except (RuntimeError, OSError, SafetensorError) as exc:
+        raise CheckpointError(
+            f"{run.copycat_weights} is corrupt or does not fit {card['arch']} "
+            f"({exc}); retrain with `copycat train --run-dir {run.root}`"
+        ) from exc
+    return model.eval()

@@ -1,0 +1,271 @@
+"""Training on images held in memory: the copycat on its fake dataset, or a target on its data.
+
+One loop serves both: hard or soft labels, class-balanced sampling, batched augmentation on the
+device, a checkpoint each epoch (``last.pt``, and ``best.pt`` by held-out agreement) and exact
+resume. Checkpoints are plain dicts of tensors and numbers, loaded with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from copycat.config import TrainConfig
+from copycat.devices import resolve_device
+from copycat.errors import CheckpointError
+from copycat.train.checkpoint import load_checkpoint, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+StepFn = Callable[[int, int, int, float, float], None]  # epoch, step, steps, loss, agreement
+
+
+@dataclass(slots=True)
+class FitResult:
+    """What ``fit`` measured; ``history`` holds one dict per epoch (see METRIC_FIELDS)."""
+
+    history: list[dict[str, float]]
+    best_val_agreement: float | None
+    seconds: float
+    samples_per_s: float
+
+
+def augment_train(x: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch.Tensor:
+    """Random shifts of up to ``pad`` pixels and horizontal flips, per sample, batched."""
+    n, _, h, w = x.shape
+    dev = x.device
+    off = torch.randint(0, 2 * pad + 1, (2, n), generator=gen).to(dev)
+    xp = F.pad(x, (pad, pad, pad, pad))
+    iy = (torch.arange(h, device=dev)[None, :] + off[0][:, None])[:, None, :, None]
+    ix = (torch.arange(w, device=dev)[None, :] + off[1][:, None])[:, None, None, :]
+    bi = torch.arange(n, device=dev)[:, None, None, None]
+    ci = torch.arange(x.shape[1], device=dev)[None, :, None, None]
+    out = xp[bi, ci, iy, ix]
+    flip = (torch.rand(n, generator=gen) < 0.5).to(dev).view(n, 1, 1, 1)
+    return torch.where(flip, out.flip(-1), out)
+
+
+def balanced_indices(labels: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
+    """``n`` indices drawn with replacement so every present class is equally likely."""
+    counts = torch.bincount(labels)
+    weights = (1.0 / counts.clamp(min=1).double())[labels]
+    return torch.multinomial(weights, n, replacement=True, generator=gen)
+
+
+@torch.inference_mode()
+def predict(
+    model: nn.Module, images: torch.Tensor, *, device: torch.device, batch_size: int = 1024
+) -> torch.Tensor:
+    """Logits (N, K) float32 for ``uint8`` images (N, C, H, W)."""
+    model.eval()
+    out = [
+        model(chunk.to(device).float().div_(255.0)).float().cpu()
+        for chunk in images.split(batch_size)
+    ]
+    return torch.cat(out) if out else torch.empty(0)
+
+
+@dataclass(slots=True, kw_only=True)
+class _Loop:
+    """The state one ``fit`` call carries from epoch to epoch (and through ``last.pt``)."""
+
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    gen: torch.Generator
+    device: torch.device
+    config: TrainConfig
+    cfg_dict: dict[str, Any]
+    steps: int
+    n: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    best: float | None = None
+    start_epoch: int = 0
+    seen: int = 0
+
+
+def fit(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    config: TrainConfig,
+    val: tuple[torch.Tensor, torch.Tensor] | None = None,
+    checkpoint_dir: Path | None = None,
+    on_step: StepFn | None = None,
+) -> FitResult:
+    """Train ``model`` on ``images`` (N, C, H, W) uint8 with ``targets``: hard labels (N,)
+    int64, or soft labels (N, K) float32 rows summing to 1.
+
+    ``val`` (images, labels) is scored by agreement each epoch; the best epoch goes to
+    ``best.pt``. With ``checkpoint_dir`` holding a ``last.pt`` of the same configuration,
+    training resumes after its epoch.
+    """
+    loop = _setup(model, len(images), config=config)
+    if checkpoint_dir is not None:
+        _resume(loop, checkpoint_dir / "last.pt")
+    t_all = time.perf_counter()
+    # Dropout draws from torch's global generator; fork it so we stay seeded yet leave the
+    # caller's random state untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed + loop.start_epoch)
+        for epoch in range(loop.start_epoch, config.epochs):
+            row = _train_epoch(loop, epoch, images, targets, on_step=on_step)
+            if val is not None and len(val[0]):
+                pred = predict(loop.model, val[0], device=loop.device).argmax(1)
+                row["val_agreement"] = float((pred == val[1]).float().mean())
+            loop.history.append(row)
+            log.info(
+                "epoch %d/%d loss %.4f agreement %.4f val %.4f",
+                epoch + 1,
+                config.epochs,
+                row["train_loss"],
+                row["train_agreement"],
+                row["val_agreement"],
+            )
+            if checkpoint_dir is not None:
+                _checkpoint(loop, epoch, row, checkpoint_dir, has_val=val is not None)
+            elif val is not None and (loop.best is None or row["val_agreement"] >= loop.best):
+                loop.best = row["val_agreement"]
+    seconds = time.perf_counter() - t_all
+    return FitResult(
+        history=loop.history,
+        best_val_agreement=loop.best,
+        seconds=seconds,
+        samples_per_s=loop.seen / seconds if seconds > 0 else 0.0,
+    )
+
+
+def _setup(model: nn.Module, n: int, *, config: TrainConfig) -> _Loop:
+    """Device, optimiser (AdamW) and schedule (one cycle) for ``n`` training samples."""
+    device = resolve_device(config.device)
+    # channels-last convolutions run about a third faster on CPU (oneDNN) and no slower on GPU
+    model.to(device).to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps = max(1, n // config.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=config.lr, total_steps=config.epochs * steps, pct_start=0.2
+    )
+    return _Loop(
+        model=model,
+        opt=opt,
+        sched=sched,
+        gen=torch.Generator().manual_seed(config.seed),
+        device=device,
+        config=config,
+        cfg_dict=dataclasses.asdict(config),
+        steps=steps,
+        n=n,
+    )
+
+
+def _resume(loop: _Loop, last: Path) -> None:
+    """Continue from ``last.pt`` if it exists; refuse one of another configuration."""
+    if not last.is_file():
+        return
+    ck = load_checkpoint(last)
+    same = {k: v for k, v in ck["config"].items() if k != "device"} == {
+        k: v for k, v in loop.cfg_dict.items() if k != "device"
+    }
+    if not same or ck.get("num_samples") != loop.n:
+        raise CheckpointError(
+            f"{last} was made with another configuration or fake dataset; "
+            "delete the checkpoints folder to retrain from scratch"
+        )
+    loop.model.load_state_dict(ck["model"])
+    loop.opt.load_state_dict(ck["optimizer"])
+    loop.sched.load_state_dict(ck["scheduler"])
+    loop.gen.set_state(ck["generator"])
+    loop.history, loop.best = ck["history"], ck["best_val_agreement"]
+    loop.start_epoch = ck["epoch"] + 1
+    log.info("resuming training at epoch %d from %s", loop.start_epoch + 1, last)
+
+
+def _train_epoch(
+    loop: _Loop,
+    epoch: int,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    on_step: StepFn | None,
+) -> dict[str, float]:
+    """One epoch of ``loop.steps`` batches; returns its metrics row (val_agreement nan)."""
+    cfg, device, gen = loop.config, loop.device, loop.gen
+    soft = targets.ndim == 2
+    hard = targets.argmax(1) if soft else targets
+    t0 = time.perf_counter()
+    loop.model.train()
+    n_used = loop.steps * cfg.batch_size
+    order = (
+        balanced_indices(hard, n_used, gen)
+        if cfg.balance
+        else torch.randperm(loop.n, generator=gen)[:n_used]
+    )
+    tot_loss = tot_agree = 0.0
+    for step, idx in enumerate(order.view(loop.steps, cfg.batch_size)):
+        x = images[idx].to(device, non_blocking=True).float().div_(255.0)
+        if cfg.augment:
+            x = augment_train(x, gen)
+        x = x.contiguous(memory_format=torch.channels_last)
+        y = targets[idx].to(device)
+        logits = loop.model(x)
+        if soft:
+            loss = -(y * F.log_softmax(logits, 1)).sum(1).mean()
+        else:
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        loop.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        loop.opt.step()
+        loop.sched.step()
+        agree = (logits.argmax(1) == hard[idx].to(device)).float().mean().item()
+        tot_loss += loss.item()
+        tot_agree += agree
+        loop.seen += len(idx)
+        if on_step is not None:
+            on_step(epoch, step + 1, loop.steps, loss.item(), agree)
+    return {
+        "epoch": epoch + 1,
+        "train_loss": tot_loss / loop.steps,
+        "train_agreement": tot_agree / loop.steps,
+        "val_agreement": float("nan"),
+        "lr": float(loop.sched.get_last_lr()[0]),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _checkpoint(
+    loop: _Loop, epoch: int, row: dict[str, float], folder: Path, *, has_val: bool
+) -> None:
+    """``last.pt`` every epoch; ``best.pt`` when held-out agreement does not fall."""
+    folder.mkdir(parents=True, exist_ok=True)
+    improved = not has_val or loop.best is None or row["val_agreement"] >= loop.best
+    if improved:
+        loop.best = row["val_agreement"] if has_val else None
+    state = {k: v.detach().cpu() for k, v in loop.model.state_dict().items()}
+    if improved:
+        save_checkpoint(
+            folder / "best.pt", {"model": state, "epoch": epoch, "config": loop.cfg_dict}
+        )
+    save_checkpoint(
+        folder / "last.pt",
+        {
+            "model": state,
+            "optimizer": loop.opt.state_dict(),
+            "scheduler": loop.sched.state_dict(),
+            "generator": loop.gen.get_state(),
+            "epoch": epoch,
+            "config": loop.cfg_dict,
+            "history": loop.history,
+            "best_val_agreement": loop.best,
+            "num_samples": loop.n,
+        },
+    )
