@@ -99,9 +99,17 @@ class StealConfig:
     selection: str = "balanced"
     seed_fraction: float = 0.5
     candidates_per_query: int = 5
+    # hard cap on images that may be billed (retries and every run included); None: no cap
+    max_billed: int | None = None
 
     def __post_init__(self) -> None:
         _check(self.budget >= 1, "steal.budget", self.budget, "an integer >= 1")
+        _check(
+            self.max_billed is None or self.max_billed >= 1,
+            "steal.max_billed",
+            self.max_billed,
+            "an integer >= 1, or None for no cap",
+        )
         _check(1 <= self.batch_size <= 65_536, "steal.batch_size", self.batch_size, "1..65536")
         _check(
             self.selection in ("random", "balanced"),

@@ -38,3 +38,7 @@ class StoreMismatchError(CopycatError):
 
 class CheckpointError(CopycatError):
     """A checkpoint is missing, corrupt or was made for another configuration."""
+
+
+class RunLockedError(CopycatError):
+    """Another copycat process holds the run directory (it would spend the same budget)."""

@@ -24,8 +24,9 @@ from copycat.evaluate.evaluate import EvalResult, evaluate
 from copycat.oracles.base import Oracle
 from copycat.oracles.registry import parse_oracle_spec
 from copycat.pools.pool import build_pool
+from copycat.redact import redact_text
 from copycat.report.render import render_report
-from copycat.runs import RunDir
+from copycat.runs import RunDir, write_atomic
 from copycat.steal.loop import ProgressFn, StealSummary, steal
 from copycat.steal.store import AnswerStore
 from copycat.train.checkpoint import load_checkpoint, load_copycat, write_metrics
@@ -38,6 +39,11 @@ log = logging.getLogger(__name__)
 def open_oracle(cfg: ExperimentConfig, **http_options: Any) -> Oracle:
     device = str(resolve_device(cfg.train.device))
     return parse_oracle_spec(cfg.oracle, output=cfg.output, device=device, **http_options)
+
+
+def redacted_oracle(cfg: ExperimentConfig) -> str:
+    """The oracle spec as files and logs may show it: credentials in its URL masked."""
+    return redact_text(cfg.oracle)
 
 
 def steal_stage(
@@ -55,7 +61,7 @@ def steal_stage(
     run.record(
         "steal",
         {
-            "oracle": cfg.oracle,
+            "oracle": redacted_oracle(cfg),
             "output": cfg.output,
             "pool": to_jsonable(cfg.pool),
             "steal": to_jsonable(cfg.steal),
@@ -70,45 +76,41 @@ def steal_stage(
             config=cfg.steal, train=cfg.train, num_classes=oracle.num_classes
         )
     summary: StealSummary | None = None
-    try:
-        with AnswerStore(run.store) as store:
-            summary = steal(
-                oracle, pool, store, config=cfg.steal, on_batch=on_batch, selector=selector
-            )
-    finally:  # an interrupted or failed run paid for queries too: its ledger is kept
-        write_steal_json(run, summary, getattr(oracle, "ledger", None))
+    with run.lock("steal"):  # one steal per run directory: two would spend one budget twice
+        try:
+            with AnswerStore(run.store) as store:
+                summary = steal(
+                    oracle, pool, store, config=cfg.steal, on_batch=on_batch, selector=selector
+                )
+        finally:  # an interrupted or failed run paid for queries too: the ledger says so
+            write_steal_json(run, summary, getattr(oracle, "ledger", None))
     return summary
 
 
-LEDGER_SUMS = (
-    "queries",
-    "requests",
-    "attempts",
-    "failures",
-    "retries",
-    "billed_images",
-    "estimated_cost",
-)
-
-
 def write_steal_json(run: RunDir, summary: StealSummary | None, ledger: Any) -> None:
-    """``steal.json``: this run's summary and cost ledger, plus the ledger summed over every
-    run of the directory (``total``), so a resumed steal reports what it cost in all."""
-    path = run.root / "steal.json"
-    previous = json.loads(path.read_text()) if path.is_file() else {}
+    """``steal.json``: this run's summary and HTTP counters (``ledger``, this process only),
+    and ``total``: the store's request ledger over every run, so what was billed is counted
+    even for runs killed before they could write this file."""
     data: dict[str, Any] = (
         {**asdict(summary), "images_per_s": summary.images_per_s}
         if summary is not None
         else {"stopped": "interrupted or failed; run the same command again to resume"}
     )
+    price = 0.0
     if ledger is not None:
         now = ledger.as_dict()
+        price = float(now.get("price_per_1000", 0.0))
         data.update(now)
-        total = dict(previous.get("total", {}))
-        for key in LEDGER_SUMS:
-            total[key] = round(total.get(key, 0) + now.get(key, 0), 6)
+    total: dict[str, Any] = {}
+    if run.store.is_file():
+        with AnswerStore(run.store) as store:
+            total = dict(store.ledger_totals())
+    if total:
+        total["queries"] = total["answered"]  # the name earlier versions used
+        total["price_per_1000"] = price
+        total["estimated_cost"] = round(total["billed_images"] * price / 1000.0, 6)
         data["total"] = total
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    write_atomic(run.root / "steal.json", json.dumps(data, indent=2) + "\n")
 
 
 def train_copycat(run: RunDir, *, config: TrainConfig, on_step: StepFn | None = None) -> FitResult:

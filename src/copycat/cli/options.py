@@ -137,3 +137,12 @@ ModelNameOpt = Annotated[
     str | None, typer.Option("--name", help="Model name in URLs (default: folder).")
 ]
 QueryLogOpt = Annotated[str, typer.Option(help="JSON-lines query log ('' turns it off).")]
+
+# -- steal: accounting -------------------------------------------------------------------------
+MaxBilledOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Hard cap on images that may be billed, retries and earlier runs included "
+        "(checked before each request is sent)."
+    ),
+]

@@ -32,6 +32,7 @@ from copycat.cli.options import (
     LabelMapOpt,
     LabelsOpt,
     LrOpt,
+    MaxBilledOpt,
     MaxQpsOpt,
     MixOpt,
     NumClassesOpt,
@@ -100,6 +101,7 @@ def steal_cmd(
     input_shape: InputShapeOpt = None,
     num_classes: NumClassesOpt = None,
     send_as: SendAsOpt = HTTP.send_as,
+    max_billed: MaxBilledOpt = STEAL.max_billed,
 ) -> None:
     """Query the oracle with pool images under a budget; resumable at any moment."""
     from copycat.pipeline import open_oracle, steal_stage
@@ -129,7 +131,11 @@ def steal_cmd(
             output=output,
             pool=PoolConfig(spec=pool, mix=parse_mix(mix), seed=seed, augment=aug),
             steal=dataclasses.replace(
-                STEAL, budget=budget, batch_size=batch_size, selection=selection
+                STEAL,
+                budget=budget,
+                batch_size=batch_size,
+                selection=selection,
+                max_billed=max_billed,
             ),
             train=dataclasses.replace(TRAIN, device=device),
         )
@@ -147,8 +153,11 @@ def steal_cmd(
         f"steal {run_dir}",
         [
             ("answered (all runs)", s.answered),
+            ("billed (all runs)", s.billed),
             ("queried now", s.queried_now),
+            ("billed now", s.billed_now),
             ("budget", s.budget),
+            ("max billed", s.max_billed if s.max_billed is not None else "no cap"),
             ("images/s", round(s.images_per_s, 1)),
             ("skipped files", s.skipped_files or "none"),
             ("stopped", s.stopped),

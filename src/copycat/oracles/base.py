@@ -3,17 +3,22 @@
 A backend owns its preprocessing (the target's normalisation travels inside its weights), takes
 float images in [0, 1] of shape (N, C, H, W) and answers with labels and, unless restricted,
 probabilities. Wrappers (:class:`OracleWrapper`) restrict outputs, add defences or observe.
+
+A caller that pays per request (the steal loop) sends a batch with :func:`query_parts` and
+:class:`RequestHooks`: it hears of each request before it is sent and gets each request's
+answers as soon as they arrive, so it can record and commit them one by one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 
-from copycat.errors import OracleError
+from copycat.errors import OracleError, OracleUnavailableError
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +40,69 @@ class Oracle(Protocol):
     @property
     def fingerprint(self) -> str: ...  # resume refuses another oracle
     def query(self, images: torch.Tensor) -> Answer: ...  # (N, C, H, W) float in [0, 1]
+
+
+class RequestHooks(Protocol):
+    """Told about every request an oracle sends for one batch (called from any thread).
+
+    ``opened`` runs before each attempt is sent (a retry is a new attempt) and returns a token;
+    raising refuses the attempt. ``closed`` gives the outcome of an attempt that brought no
+    answer: ``refused`` (the server said no: HTTP 4xx/5xx/429), ``unsent`` (no connection),
+    ``lost`` (a timeout or a connection cut mid-reply: the server may have answered),
+    ``malformed`` (a 2xx reply that could not be read) or ``failed`` (a local error).
+    ``answered`` hands over the answers of one request; ``positions`` index the batch.
+    """
+
+    def opened(self, positions: Sequence[int], attempt: int) -> int: ...
+    def closed(self, token: int, outcome: str) -> None: ...
+    def answered(self, token: int, positions: Sequence[int], answer: Answer) -> None: ...
+
+
+def query_parts(oracle: Oracle, images: torch.Tensor, hooks: RequestHooks) -> None:
+    """Send ``images`` (N, C, H, W) float in [0, 1] through ``oracle``, telling ``hooks`` about
+    each request. An oracle that splits a batch (HTTP) does so in its ``query_parts``; any other
+    is one request. Raises what the oracle raised, after the answers it gave were handed over."""
+    parts = getattr(type(oracle), "query_parts", None)
+    if parts is not None:
+        parts(oracle, images, hooks)
+        return
+    whole_request(oracle, images, hooks)
+
+
+def whole_request(oracle: Oracle, images: torch.Tensor, hooks: RequestHooks) -> None:
+    """``oracle.query(images)`` as one request, told to ``hooks``."""
+    positions = list(range(len(images)))
+    token = hooks.opened(positions, 0)
+    try:
+        ans = oracle.query(images)
+    except OracleUnavailableError as exc:
+        if exc.partial is not None and exc.answered is not None:
+            part = [positions[int(i)] for i in exc.answered]  # type: ignore[attr-defined]
+            hooks.answered(token, part, exc.partial)  # type: ignore[arg-type]
+        else:
+            hooks.closed(token, "failed")
+        raise
+    except OracleError:
+        hooks.closed(token, "failed")
+        raise
+    hooks.answered(token, positions, ans)
+
+
+class _Adjusting:
+    """Hooks that pass each request's answers through a wrapper's ``adjust`` first."""
+
+    def __init__(self, hooks: RequestHooks, wrapper: OracleWrapper) -> None:
+        self.hooks = hooks
+        self.wrapper = wrapper
+
+    def opened(self, positions: Sequence[int], attempt: int) -> int:
+        return self.hooks.opened(positions, attempt)
+
+    def closed(self, token: int, outcome: str) -> None:
+        self.hooks.closed(token, outcome)
+
+    def answered(self, token: int, positions: Sequence[int], answer: Answer) -> None:
+        self.hooks.answered(token, positions, self.wrapper.adjust(answer))
 
 
 def check_images(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
@@ -77,8 +145,20 @@ class OracleWrapper:
         inner = self.inner.fingerprint
         return inner if self.tag is None else f"{inner}|{self.tag}"
 
+    def adjust(self, answer: Answer) -> Answer:
+        """What this wrapper changes in an answer (nothing here)."""
+        return answer
+
     def query(self, images: torch.Tensor) -> Answer:
-        return self.inner.query(images)
+        return self.adjust(self.inner.query(images))
+
+    def query_parts(self, images: torch.Tensor, hooks: RequestHooks) -> None:
+        """Request by request through the inner oracle, each answer adjusted. A subclass that
+        overrides ``query`` itself is opaque: its batch is one request."""
+        if type(self).query is not OracleWrapper.query:
+            whole_request(self, images, hooks)
+            return
+        query_parts(self.inner, images, _Adjusting(hooks, self))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

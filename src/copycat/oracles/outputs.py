@@ -17,8 +17,8 @@ class LabelOnly(OracleWrapper):
 
     tag = "label"
 
-    def query(self, images: torch.Tensor) -> Answer:
-        return Answer(labels=self.inner.query(images).labels)
+    def adjust(self, answer: Answer) -> Answer:
+        return Answer(labels=answer.labels)
 
 
 class TopK(OracleWrapper):
@@ -31,8 +31,8 @@ class TopK(OracleWrapper):
         self.k = k
         self.tag = f"topk{k}"
 
-    def query(self, images: torch.Tensor) -> Answer:
-        ans = self.inner.query(images)
+    def adjust(self, answer: Answer) -> Answer:
+        ans = answer
         if ans.probs is None:
             return ans
         top = ans.probs.topk(min(self.k, ans.probs.shape[1]), dim=1)
@@ -50,8 +50,8 @@ class Rounded(OracleWrapper):
         self.decimals = decimals
         self.tag = f"round{decimals}"
 
-    def query(self, images: torch.Tensor) -> Answer:
-        ans = self.inner.query(images)
+    def adjust(self, answer: Answer) -> Answer:
+        ans = answer
         if ans.probs is None:
             return ans
         return Answer(labels=ans.labels, probs=torch.round(ans.probs, decimals=self.decimals))

@@ -1,16 +1,20 @@
 """The query stage: send pool images to the oracle under a budget and persist every answer.
 
 The budget is enforced here, once, against the store's count: a resumed run sends at most
-``budget - answered`` more images, and an answer counts only once it is committed.
+``budget - answered`` more images, and an answer counts only once it is committed. Each request
+is written to the store's ledger before it is sent (where the budget and ``max_billed`` are
+checked again, inside the write transaction) and its answers are committed as soon as it
+completes, so a ``kill -9`` loses at most the answers of the requests in flight.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -19,9 +23,9 @@ import torch
 
 from copycat.config import StealConfig
 from copycat.errors import OracleError, OracleUnavailableError
-from copycat.oracles.base import Answer, Oracle
+from copycat.oracles.base import Answer, Oracle, query_parts
 from copycat.pools.pool import Candidates, Pool, prefetch
-from copycat.steal.store import AnswerStore, image_id
+from copycat.steal.store import AnswerStore, LimitReached, image_id
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,9 @@ class StealSummary:
     queried_now: int  # sent and committed by this call
     already_answered: int  # candidates skipped: their exact image was answered before
     batches: int
+    billed: int = 0  # images that may have been billed, all runs (the store's ledger)
+    billed_now: int = 0  # of which by this call (retries included)
+    max_billed: int | None = None
     seconds: float
     label_histogram: list[int]
     skipped_files: dict[str, int] = field(default_factory=dict)
@@ -70,22 +77,58 @@ def validate_answer(ans: Answer, *, n: int, num_classes: int) -> None:
             raise OracleError("oracle returned non-finite probabilities")
 
 
-def _commit(
-    store: AnswerStore,
-    cand: Candidates,
-    idx: torch.Tensor,
-    ids: list[str],
-    ans: Answer,
-    num_classes: int,
-) -> int:
-    validate_answer(ans, n=len(idx), num_classes=num_classes)
-    return store.add_batch(
-        [ids[i] for i in idx.tolist()],
-        cand.images[idx],
-        ans.labels,
-        ans.probs,
-        [cand.sources[i] for i in idx.tolist()],
-    )
+class _StoreHooks:
+    """The oracle's requests for one batch, recorded in the store's ledger before they are
+    sent and their answers committed as each completes (from the oracle's threads)."""
+
+    def __init__(
+        self,
+        store: AnswerStore,
+        cand: Candidates,
+        idx: torch.Tensor,
+        ids: list[str],
+        *,
+        num_classes: int,
+        config: StealConfig,
+    ) -> None:
+        self.store = store
+        self.cand = cand
+        self.pos = idx.tolist()  # batch position -> candidate position
+        self.ids = ids
+        self.k = num_classes
+        self.config = config
+        self.written = 0
+        self.labels: list[int] = []
+        self._lock = threading.Lock()
+
+    def opened(self, positions: Sequence[int], attempt: int) -> int:
+        ids = [self.ids[self.pos[p]] for p in positions]
+        cfg = self.config
+        return self.store.open_request(
+            ids, attempt=attempt, budget=cfg.budget, max_billed=cfg.max_billed
+        )
+
+    def closed(self, token: int, outcome: str) -> None:
+        self.store.close_request(token, outcome)
+
+    def answered(self, token: int, positions: Sequence[int], answer: Answer) -> None:
+        try:
+            validate_answer(answer, n=len(positions), num_classes=self.k)
+        except OracleError:
+            self.store.close_request(token, "invalid")  # paid for, and refused
+            raise
+        sel = [self.pos[p] for p in positions]
+        written = self.store.add_batch(
+            [self.ids[i] for i in sel],
+            self.cand.images[sel],
+            answer.labels,
+            answer.probs,
+            [self.cand.sources[i] for i in sel],
+            request=token,
+        )
+        with self._lock:
+            self.written += written
+            self.labels += answer.labels.tolist()
 
 
 @dataclass(slots=True, kw_only=True)
@@ -119,6 +162,10 @@ def steal(
     batch to send (label-aware selection); without it candidates are sent in pool order.
     """
     k = oracle.num_classes
+    killed = store.close_orphans()  # requests in flight when an earlier run died
+    if killed:
+        log.warning("%d images were in flight when an earlier run died: counted as billed", killed)
+    billed_start = store.billed()
     store.bind(
         fingerprint=oracle.fingerprint,
         input_shape=oracle.input_shape,
@@ -157,14 +204,28 @@ def steal(
                     break
                 continue
             st.stale = 0
-            idx = _choose(cand, fresh, min(st.remaining, config.batch_size), store, selector)
+            take = min(st.remaining, config.batch_size, _billable(store, config))
+            if take <= 0:
+                st.stopped = "max-billed reached"
+                break
+            idx = _choose(cand, fresh, take, store, selector)
             st.seen.update(ids[j] for j in idx.tolist())
-            labels = _query_and_commit(oracle, store, cand, idx, ids, k, st)
-            for lab in labels.tolist():
-                st.hist[lab] += 1
+            if not _query_and_commit(oracle, store, cand, idx, ids, config, st):
+                break
             if on_batch is not None:
                 on_batch(start + st.queried, config.budget, st.hist)
-    return _summary(config, st, time.perf_counter() - t0, pool)
+    billed = store.billed()
+    summary = _summary(config, st, time.perf_counter() - t0, pool)
+    summary.billed, summary.billed_now = billed, billed - billed_start
+    summary.max_billed = config.max_billed
+    return summary
+
+
+def _billable(store: AnswerStore, config: StealConfig) -> int:
+    """Images ``max_billed`` still allows (all runs), or the batch size if there is no cap."""
+    if config.max_billed is None:
+        return config.batch_size
+    return config.max_billed - store.billed()
 
 
 def _oversample(first: Candidates, stream: Iterator[Candidates], over: int) -> Candidates:
@@ -177,10 +238,17 @@ def _oversample(first: Candidates, stream: Iterator[Candidates], over: int) -> C
 
 
 def _fresh(ids: list[str], store: AnswerStore, st: _Progress) -> list[int]:
-    """Positions of candidates neither answered before nor sent by this call."""
+    """Positions of candidates neither answered before nor sent by this call, each image once
+    (a pool without augmentation repeats images within a batch)."""
     known = store.known(ids)
     st.already += sum(1 for h in ids if h in known)
-    return [j for j, h in enumerate(ids) if h not in known and h not in st.seen]
+    out: list[int] = []
+    taken: set[str] = set()
+    for j, h in enumerate(ids):
+        if h not in known and h not in st.seen and h not in taken:
+            taken.add(h)
+            out.append(j)
+    return out
 
 
 def _choose(
@@ -204,26 +272,31 @@ def _query_and_commit(
     cand: Candidates,
     idx: torch.Tensor,
     ids: list[str],
-    k: int,
+    config: StealConfig,
     st: _Progress,
-) -> torch.Tensor:
-    """Send ``cand.images[idx]``, commit the answers; the labels (N,) int64 are returned.
+) -> bool:
+    """Send ``cand.images[idx]`` request by request, each request's answers committed as it
+    completes; False when a limit (budget, ``max_billed``) refused a request.
 
     If the oracle fails part-way, the answers it was paid for are committed before the error
     propagates."""
+    hooks = _StoreHooks(store, cand, idx, ids, num_classes=oracle.num_classes, config=config)
     try:
-        ans = oracle.query(cand.images[idx].float().div_(255.0))
-    except OracleUnavailableError as exc:
-        if exc.partial is not None and exc.answered is not None:
-            part = idx[torch.as_tensor(exc.answered, dtype=torch.int64)]
-            st.queried += _commit(store, cand, part, ids, exc.partial, k)  # type: ignore[arg-type]
-            log.warning("committed %d answers paid before the oracle failed", len(part))
+        query_parts(oracle, cand.images[idx].float().div_(255.0), hooks)
+    except LimitReached as exc:
+        st.stopped = exc.reason
+        return False
+    except OracleUnavailableError:
+        if hooks.written:
+            log.warning("committed %d answers paid before the oracle failed", hooks.written)
         raise
-    written = _commit(store, cand, idx, ids, ans, k)
-    st.queried += written
-    st.remaining -= written
+    finally:
+        st.queried += hooks.written
+        for lab in hooks.labels:
+            st.hist[lab] += 1
+    st.remaining -= len(idx)  # images sent, whatever was written
     st.batches += 1
-    return ans.labels
+    return True
 
 
 def _summary(config: StealConfig, st: _Progress, seconds: float, pool: Pool) -> StealSummary:

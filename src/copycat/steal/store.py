@@ -1,8 +1,14 @@
-"""The answer store: the fake dataset, persisted batch by batch in SQLite (WAL).
+"""The answer store: the fake dataset and its cost ledger, persisted in SQLite (WAL).
 
-Every answered batch is committed in one transaction before it counts as done, so a crash or a
-``kill -9`` loses no paid answer; ids are content hashes, so no image is paid for twice. Images
-are kept as the exact ``uint8`` bytes sent (lossless), with their shape in the meta table.
+Every answered request is committed in one transaction before it counts as done; ids are
+content hashes, so an answered image is never sent again. Images are kept as the exact
+``uint8`` bytes sent (lossless), with their shape in the meta table.
+
+The ``requests`` table is a write-ahead ledger: each attempt is recorded (its image ids, the
+time) before it is sent and closed with its outcome, the answered ones in the same transaction
+as their answers. So the billed total counts every image that may have been billed, whatever
+moment the process died: a ``kill -9`` loses at most the answers of the requests in flight,
+which stay in the ledger (outcome ``killed``) and are counted as billed.
 """
 
 from __future__ import annotations
@@ -10,10 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +41,31 @@ CREATE TABLE IF NOT EXISTS answers (
     source TEXT NOT NULL,
     queried_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS requests (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    attempt INTEGER NOT NULL,
+    images INTEGER NOT NULL,
+    ids TEXT NOT NULL,
+    sent_at REAL NOT NULL,
+    outcome TEXT,
+    closed_at REAL
+);
+CREATE INDEX IF NOT EXISTS requests_open ON requests (outcome);
 """
+#: Outcomes of an attempt that the server did not bill: it refused (HTTP 4xx/5xx/429), or the
+#: connection was never made. Every other outcome (answered, malformed, invalid, lost: a
+#: timeout or a connection cut mid-reply, killed: in flight when the process died, and NULL:
+#: in flight now) is counted as billed: an upper bound on what the server may charge.
+NOT_BILLED = ("refused", "unsent", "failed")
+_BILLED = f"(outcome IS NULL OR outcome NOT IN {NOT_BILLED!r})"
+
+
+class LimitReached(CopycatError):
+    """A request was not sent: it would pass the budget or ``--max-billed``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def image_id(image: torch.Tensor) -> str:
@@ -62,6 +95,8 @@ class AnswerStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._conn: sqlite3.Connection | None = None
+        # answers are committed from the oracle's worker threads, as each request completes
+        self._lock = threading.RLock()
 
     # -- connection -------------------------------------------------------------------------
     @property
@@ -69,7 +104,7 @@ class AnswerStore:
         if self._conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                conn = sqlite3.connect(self.path, timeout=30.0)
+                conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
                 conn.execute("PRAGMA journal_mode=WAL")
                 # FULL: a committed batch survives power loss too, not only a killed process.
                 conn.execute("PRAGMA synchronous=FULL")
@@ -83,9 +118,34 @@ class AnswerStore:
         return self._conn
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken at once (``BEGIN IMMEDIATE``): what it reads holds
+        until it commits, against this process's threads and any other process."""
+        with self._lock:
+            conn = self.conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                yield conn
+            except sqlite3.OperationalError as exc:
+                conn.rollback()
+                raise CopycatError(
+                    f"could not write to {self.path} ({exc}); free disk space and run the "
+                    "same command again: committed answers are kept"
+                ) from exc
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+
+    def _q(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return list(self.conn.execute(sql, args).fetchall())
 
     def __enter__(self) -> AnswerStore:
         return self
@@ -95,7 +155,7 @@ class AnswerStore:
 
     # -- meta -------------------------------------------------------------------------------
     def meta(self) -> dict[str, str]:
-        return dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
+        return {str(k): str(v) for k, v in self._q("SELECT key, value FROM meta")}
 
     def bind(
         self,
@@ -124,7 +184,7 @@ class AnswerStore:
                     f"{self.path} was made for input {meta.get('input_shape')} and "
                     f"{meta.get('num_classes')} classes; use a new --run-dir"
                 )
-        with self.conn:
+        with self._tx() as conn:
             rows = {
                 "fingerprint": fingerprint,
                 "input_shape": shape,
@@ -134,11 +194,11 @@ class AnswerStore:
             if "created" not in meta:
                 rows["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             rows["pool"], rows["budget"] = pool, str(budget)
-            self.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", rows.items())
+            conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", rows.items())
 
     # -- answers ----------------------------------------------------------------------------
     def count(self) -> int:
-        return int(self.conn.execute("SELECT COUNT(*) FROM answers").fetchone()[0])
+        return int(self._q("SELECT COUNT(*) FROM answers")[0][0])
 
     def known(self, ids: Iterable[str]) -> set[str]:
         """The subset of ``ids`` already answered."""
@@ -147,7 +207,7 @@ class AnswerStore:
         for i in range(0, len(ids), 900):  # SQLite caps bound parameters
             chunk = ids[i : i + 900]
             q = f"SELECT id FROM answers WHERE id IN ({','.join('?' * len(chunk))})"
-            found.update(r[0] for r in self.conn.execute(q, chunk))
+            found.update(str(r[0]) for r in self._q(q, chunk))
         return found
 
     def add_batch(
@@ -157,11 +217,15 @@ class AnswerStore:
         labels: torch.Tensor,
         probs: torch.Tensor | None,
         sources: Sequence[str],
+        *,
+        request: int | None = None,
     ) -> int:
         """Commit one answered batch in a single transaction; returns rows written.
 
         ``images`` is (N, C, H, W) uint8, ``labels`` (N,) int64, ``probs`` (N, K) or None.
         An id already present is ignored (it was paid for once and is kept as it was).
+        ``request`` (a ledger entry of :meth:`open_request`) is closed as answered in the same
+        transaction, so the ledger and the answers never disagree.
         """
         now = time.time()
         imgs = images.contiguous().numpy()
@@ -178,24 +242,113 @@ class AnswerStore:
             )
             for i in range(len(ids))
         ]
-        try:
-            with self.conn:
-                cur = self.conn.executemany(
-                    "INSERT OR IGNORE INTO answers (id, image, label, probs, source, queried_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    rows,
+        with self._tx() as conn:
+            cur = conn.executemany(
+                "INSERT OR IGNORE INTO answers (id, image, label, probs, source, queried_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            written = int(cur.rowcount)
+            if request is not None:
+                conn.execute(
+                    "UPDATE requests SET outcome = 'answered', closed_at = ? WHERE seq = ?",
+                    (now, request),
                 )
-        except sqlite3.OperationalError as exc:
-            raise CopycatError(
-                f"could not write answers to {self.path} ({exc}); free disk space "
-                "and run the same command again: committed answers are kept"
-            ) from exc
-        return int(cur.rowcount)
+        return written
+
+    # -- the request ledger -------------------------------------------------------------------
+    def open_request(
+        self,
+        ids: Sequence[str],
+        *,
+        attempt: int,
+        budget: int | None,
+        max_billed: int | None,
+    ) -> int:
+        """Record an attempt before it is sent; returns its ledger entry.
+
+        In the same transaction, the answers stored plus the images in flight must leave room
+        for ``ids`` under ``budget``, and every image that may have been billed (all runs) must
+        leave room under ``max_billed``; otherwise :class:`LimitReached` and nothing is sent.
+        """
+        n = len(ids)
+        with self._tx() as conn:
+            if budget is not None:
+                answered = conn.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+                flying = conn.execute(
+                    "SELECT COALESCE(SUM(images), 0) FROM requests WHERE outcome IS NULL"
+                ).fetchone()[0]
+                if answered + flying + n > budget:
+                    raise LimitReached("budget reached")
+            if max_billed is not None:
+                billed = conn.execute(
+                    f"SELECT COALESCE(SUM(images), 0) FROM requests WHERE {_BILLED}"
+                ).fetchone()[0]
+                if billed + n > max_billed:
+                    raise LimitReached("max-billed reached")
+            cur = conn.execute(
+                "INSERT INTO requests (attempt, images, ids, sent_at) VALUES (?, ?, ?, ?)",
+                (attempt, n, ",".join(ids), time.time()),
+            )
+            return int(cur.lastrowid or 0)
+
+    def close_request(self, request: int, outcome: str) -> None:
+        """Close an attempt that brought no answer to store, with its ``outcome``."""
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE requests SET outcome = ?, closed_at = ? WHERE seq = ?",
+                (outcome, time.time(), request),
+            )
+
+    def close_orphans(self) -> int:
+        """Mark the attempts left open by a dead process as ``killed``; returns their images.
+
+        Call it holding the run directory alone: an open entry then belongs to no one alive."""
+        with self._tx() as conn:
+            n = conn.execute(
+                "SELECT COALESCE(SUM(images), 0) FROM requests WHERE outcome IS NULL"
+            ).fetchone()[0]
+            conn.execute(
+                "UPDATE requests SET outcome = 'killed', closed_at = ? WHERE outcome IS NULL",
+                (time.time(),),
+            )
+        return int(n)
+
+    def billed(self) -> int:
+        """Images that may have been billed, all runs (every outcome but a refusal)."""
+        q = f"SELECT COALESCE(SUM(images), 0) FROM requests WHERE {_BILLED}"
+        return int(self._q(q)[0][0])
+
+    def ledger_totals(self) -> dict[str, int]:
+        """The ledger summed over every run: ``answered`` images stored, ``requests`` answered,
+        ``attempts`` sent, ``sent_images`` (all attempts), ``billed_images`` (all but refused
+        ones), ``refused_images``, ``killed_images`` (in flight at a kill), ``in_flight_images``
+        (open now) and ``repaid_images`` (billed beyond the answers kept: retries of billed
+        replies and answers lost with a killed process)."""
+        by: dict[str | None, tuple[int, int]] = {}
+        for outcome, k, n in self._q(
+            "SELECT outcome, COUNT(*), COALESCE(SUM(images), 0) FROM requests GROUP BY outcome"
+        ):
+            by[None if outcome is None else str(outcome)] = (int(k), int(n))
+        attempts = sum(k for k, _ in by.values())
+        billed = sum(n for o, (_, n) in by.items() if o not in NOT_BILLED)
+        answered = self.count()
+        return {
+            "answered": answered,
+            "requests": by.get("answered", (0, 0))[0],
+            "attempts": attempts,
+            "sent_images": sum(n for o, (_, n) in by.items() if o != "unsent"),
+            "billed_images": billed,
+            "refused_images": by.get("refused", (0, 0))[1],
+            "killed_images": by.get("killed", (0, 0))[1],
+            "in_flight_images": by.get(None, (0, 0))[1],
+            "repaid_images": max(0, billed - answered),
+        }
 
     def label_histogram(self, num_classes: int) -> list[int]:
         hist = [0] * num_classes
-        for label, n in self.conn.execute("SELECT label, COUNT(*) FROM answers GROUP BY label"):
-            if 0 <= label < num_classes:
+        for label, n in self._q("SELECT label, COUNT(*) FROM answers GROUP BY label"):
+            if isinstance(label, int) and 0 <= label < num_classes:
                 hist[label] = int(n)
         return hist
 
@@ -206,9 +359,7 @@ class AnswerStore:
             raise CopycatError(f"{self.path} holds no answers yet; run `copycat steal` first")
         shape = tuple(json.loads(meta["input_shape"]))
         k = int(meta["num_classes"])
-        rows = self.conn.execute(
-            "SELECT image, label, probs, source FROM answers ORDER BY seq"
-        ).fetchall()
+        rows: list[Any] = self._q("SELECT image, label, probs, source FROM answers ORDER BY seq")
         if not rows:
             raise CopycatError(f"{self.path} holds no answers yet; run `copycat steal` first")
         n = len(rows)

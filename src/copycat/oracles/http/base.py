@@ -1,11 +1,13 @@
-"""What the HTTP oracles share: a batch split into concurrent requests, answers reassembled,
-and the answers already paid kept when some requests fail for good."""
+"""What the HTTP oracles share: a batch split into concurrent requests, each request's answers
+handed over as soon as it completes (so a caller can commit them one by one), and the answers
+already paid kept when some requests fail for good."""
 
 from __future__ import annotations
 
 import base64
 import io
-from concurrent.futures import Future
+import threading
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -14,8 +16,8 @@ from PIL import Image
 
 from copycat.config import HttpOracleConfig
 from copycat.errors import OracleError, OracleUnavailableError
-from copycat.oracles.base import Answer, check_images
-from copycat.oracles.http.client import Interrupted, RetriesExhausted, Transport
+from copycat.oracles.base import Answer, RequestHooks, check_images
+from copycat.oracles.http.client import AttemptTrack, RetriesExhausted, Transport
 
 
 def to_png_b64(images: torch.Tensor) -> list[str]:
@@ -30,6 +32,39 @@ def to_png_b64(images: torch.Tensor) -> list[str]:
         img.save(buf, format="PNG", compress_level=1)
         out.append(base64.b64encode(buf.getvalue()).decode("ascii"))
     return out
+
+
+class _Track:
+    """The attempts of one request, told to the caller's hooks under one token each."""
+
+    def __init__(self, hooks: RequestHooks, positions: list[int]) -> None:
+        self.hooks = hooks
+        self.positions = positions
+        self.token = 0
+
+    def opened(self, attempt: int) -> None:
+        self.token = self.hooks.opened(self.positions, attempt)
+
+    def closed(self, outcome: str) -> None:
+        self.hooks.closed(self.token, outcome)
+
+
+class _Collect:
+    """Hooks that only gather the answers (plain :meth:`HttpOracle.query`)."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[list[int], Answer]] = []
+        self._lock = threading.Lock()
+
+    def opened(self, positions: Sequence[int], attempt: int) -> int:
+        return 0
+
+    def closed(self, token: int, outcome: str) -> None:
+        pass  # the transport's CostLedger counts failures
+
+    def answered(self, token: int, positions: Sequence[int], answer: Answer) -> None:
+        with self._lock:
+            self.parts.append((list(positions), answer))
 
 
 class HttpOracle:
@@ -51,54 +86,58 @@ class HttpOracle:
     def close(self) -> None:
         self.transport.close()
 
-    def _request(self, images: torch.Tensor) -> Answer:
+    def _request(self, images: torch.Tensor, track: AttemptTrack | None = None) -> Answer:
         raise NotImplementedError
 
     def query(self, images: torch.Tensor) -> Answer:
         """Answer (N, C, H, W) float images in [0, 1]; labels (N,) int64, probs (N, K) or None."""
+        got = _Collect()
+        self.query_parts(images, got)
+        got.parts.sort(key=lambda part: part[0][0])
+        return _concat([a for _, a in got.parts])
+
+    def query_parts(self, images: torch.Tensor, hooks: RequestHooks) -> None:
+        """Send (N, C, H, W) float images in [0, 1] as concurrent requests of
+        ``request_batch`` images; each request's answers go to ``hooks`` as soon as they come.
+
+        When some requests fail for good, :class:`OracleUnavailableError` names the positions
+        answered (their answers were handed over already); Ctrl-C waits for the requests in
+        flight, whose answers are handed over too, then propagates."""
         x = check_images(images, self.input_shape)
         step = self.config.request_batch
-        chunks = [(i, x[i : i + step]) for i in range(0, len(x), step)]
+        chunks = [list(range(i, min(i + step, len(x)))) for i in range(0, len(x), step)]
+        done: list[tuple[list[int], Answer]] = []
+        lock = threading.Lock()
 
-        def one(item: tuple[int, torch.Tensor]) -> Answer:
-            ans = self._request(item[1])
-            self.ledger.add(queries=len(item[1]), requests=1)
-            return ans
+        def one(positions: list[int]) -> None:
+            track = _Track(hooks, positions)
+            ans = self._request(x[positions[0] : positions[-1] + 1], track)
+            self.ledger.add(queries=len(positions), requests=1)
+            hooks.answered(track.token, positions, ans)
+            with lock:
+                done.append((positions, ans))
 
-        try:
-            futures = self.transport.map(one, chunks)
-        except Interrupted as exc:
-            done = list(zip(chunks, exc.futures, strict=True))
-            raise self._partial(done, "the client was interrupted") from exc
-        pairs = list(zip(chunks, futures, strict=True))
-        failed = [f.exception() for _, f in pairs if f.exception() is not None]
+        futures = self.transport.map(one, chunks)  # Interrupted (Ctrl-C) propagates
+        failed = [f.exception() for f in futures if f.exception() is not None]
         if not failed:
-            return _concat([f.result() for f in futures])
+            return
         first = failed[0]
-        if not isinstance(first, OracleError):
-            raise first  # type: ignore[misc]  # a bug, not the oracle: let it surface
-        if all(f.exception() is not None for f in futures) and not isinstance(
-            first, RetriesExhausted
+        if not isinstance(first, OracleError) or (
+            not done and not isinstance(first, RetriesExhausted)
         ):
-            raise first
-        raise self._partial(pairs, str(first)) from first
+            raise first  # type: ignore[misc]  # a refusal, a limit, or a bug: as it is
+        raise self._partial(done, str(first)) from first
 
     @staticmethod
-    def _partial(
-        pairs: list[tuple[tuple[int, torch.Tensor], Future[Answer]]], message: str
-    ) -> OracleUnavailableError:
-        idx: list[int] = []
-        answers: list[Answer] = []
-        for (start, chunk), fut in pairs:
-            if fut.done() and not fut.cancelled() and fut.exception() is None:
-                idx += range(start, start + len(chunk))
-                answers.append(fut.result())
-        if not answers:
+    def _partial(done: list[tuple[list[int], Answer]], message: str) -> OracleUnavailableError:
+        if not done:
             return OracleUnavailableError(message)
+        done = sorted(done, key=lambda part: part[0][0])
+        idx = [i for positions, _ in done for i in positions]
         return OracleUnavailableError(
             f"{message} ({len(idx)} images of the batch were answered and are kept)",
             answered=torch.tensor(idx, dtype=torch.int64),
-            partial=_concat(answers),
+            partial=_concat([a for _, a in done]),
         )
 
 

@@ -18,7 +18,9 @@ from copycat.config import HttpOracleConfig
 from copycat.errors import OracleError
 from copycat.oracles.base import Answer
 from copycat.oracles.http.base import HttpOracle, to_png_b64, without_credentials
+from copycat.oracles.http.client import AttemptTrack
 from copycat.oracles.http.formats import probs_from
+from copycat.redact import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +59,17 @@ class OipOracle(HttpOracle):
         self.transport.url = self.model_url + "/infer"
         self._meta: dict[str, Any] | None = None
 
+    @property
+    def shown(self) -> str:
+        """The model URL as messages show it (credentials masked)."""
+        return redact_url(self.model_url)
+
     def metadata(self) -> dict[str, Any]:
         if self._meta is None:
             meta = self.transport.get_json(self.model_url)
             if not isinstance(meta, dict) or not meta.get("inputs"):
                 raise OracleError(
-                    f"{self.model_url} gave no model metadata with 'inputs' ({str(meta)[:200]}); "
+                    f"{self.shown} gave no model metadata with 'inputs' ({str(meta)[:200]}); "
                     "is it an Open Inference Protocol (/v2/models/NAME) URL?"
                 )
             self._meta = meta
@@ -79,7 +86,7 @@ class OipOracle(HttpOracle):
         dims = list(self._input.get("shape", []))[-3:]
         if len(dims) != 3 or not all(isinstance(d, int) and d > 0 for d in dims):
             raise OracleError(
-                f"{self.model_url} declares input shape {self._input.get('shape')}; copycat "
+                f"{self.shown} declares input shape {self._input.get('shape')}; copycat "
                 "needs fixed (C, H, W) dims: pass --input-shape C,H,W"
             )
         return (dims[0], dims[1], dims[2])
@@ -97,7 +104,7 @@ class OipOracle(HttpOracle):
         if isinstance(params, dict) and isinstance(params.get("num_classes"), int):
             return int(params["num_classes"])
         raise OracleError(
-            f"{self.model_url} publishes no probabilities output [-1, K] nor a num_classes "
+            f"{self.shown} publishes no probabilities output [-1, K] nor a num_classes "
             "parameter; pass --num-classes K"
         )
 
@@ -108,7 +115,7 @@ class OipOracle(HttpOracle):
         dtype = self._input.get("datatype", "FP32")
         if dtype not in _SEND_AS:
             raise OracleError(
-                f"{self.model_url} takes {dtype} input; pass --send-as uint8, fp32 or png"
+                f"{self.shown} takes {dtype} input; pass --send-as uint8, fp32 or png"
             )
         return _SEND_AS[dtype]
 
@@ -137,7 +144,7 @@ class OipOracle(HttpOracle):
             tensor = {"name": name, "shape": [n, c, h, w], "datatype": "FP32", "data": data}
         return json.dumps({"inputs": [tensor]}).encode()
 
-    def _request(self, images: torch.Tensor) -> Answer:
+    def _request(self, images: torch.Tensor, track: AttemptTrack | None = None) -> Answer:
         body = self._body(images)
         url = self.transport.url
         n = len(images)
@@ -145,8 +152,11 @@ class OipOracle(HttpOracle):
             lambda: self.transport.client.post(
                 url, content=body, headers={"Content-Type": "application/json"}
             ),
-            lambda r: parse_oip_reply(r.json(), n=n, num_classes=self.num_classes, url=url),
+            lambda r: parse_oip_reply(
+                r.json(), n=n, num_classes=self.num_classes, url=redact_url(url)
+            ),
             images=n,
+            track=track,
         )
 
 

@@ -20,6 +20,7 @@ from copycat.config import HttpOracleConfig
 from copycat.errors import ConfigError
 from copycat.oracles.base import Answer
 from copycat.oracles.http.base import HttpOracle, to_png_b64, without_credentials
+from copycat.oracles.http.client import AttemptTrack
 from copycat.oracles.http.formats import parse_plain_reply
 
 
@@ -34,7 +35,7 @@ class PlainJsonOracle(HttpOracle):
     def input_shape(self) -> tuple[int, int, int]:
         if self.config.input_shape is None:
             raise ConfigError(
-                f"plain JSON target {self.url} does not publish its input shape; "
+                f"plain JSON target {self.transport.shown} does not publish its input shape; "
                 "pass --input-shape C,H,W (e.g. 1,28,28)"
             )
         return self.config.input_shape
@@ -46,8 +47,8 @@ class PlainJsonOracle(HttpOracle):
         if self.config.label_map:
             return len(self.config.label_map)
         raise ConfigError(
-            f"plain JSON target {self.url} does not publish its classes; pass --label-map "
-            "(class names in index order) or --num-classes K"
+            f"plain JSON target {self.transport.shown} does not publish its classes; pass "
+            "--label-map (class names in index order) or --num-classes K"
         )
 
     @property
@@ -58,7 +59,7 @@ class PlainJsonOracle(HttpOracle):
         blob = json.dumps(parts).encode()
         return "http:" + hashlib.sha256(blob).hexdigest()[:16]
 
-    def _request(self, images: torch.Tensor) -> Answer:
+    def _request(self, images: torch.Tensor, track: AttemptTrack | None = None) -> Answer:
         body = json.dumps({"images": to_png_b64(images)}).encode()
         n = len(images)
         parse: Callable[[httpx.Response], Answer] = lambda r: parse_plain_reply(  # noqa: E731
@@ -74,4 +75,5 @@ class PlainJsonOracle(HttpOracle):
             ),
             parse,
             images=n,
+            track=track,
         )
