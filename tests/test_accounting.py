@@ -297,3 +297,13 @@ def test_credentials_in_urls_are_redacted_everywhere(
         del os.environ["ACCT_TEST_KEY"]
     warned = [r for r in caplog.records if "plain http" in r.getMessage()]
     assert len(warned) == 1 and "10.0.0.1" in warned[0].getMessage()
+
+
+def test_max_cost_sets_the_billed_cap() -> None:
+    from copycat.cli.stages import billed_cap
+
+    assert billed_cap(None, 3.0, 1.5) == 2000
+    assert billed_cap(500, 3.0, 1.5) == 500
+    assert billed_cap(None, None, 0.0) is None
+    with pytest.raises(CopycatError, match="price-per-1000"):
+        billed_cap(None, 3.0, 0.0)

@@ -146,3 +146,9 @@ MaxBilledOpt = Annotated[
         "(checked before each request is sent)."
     ),
 ]
+MaxCostOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="Hard cap on the cost, in the currency of --price-per-1000 (sets --max-billed)."
+    ),
+]

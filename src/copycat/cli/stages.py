@@ -7,6 +7,7 @@ only when the command runs, so ``--help`` stays quick) and prints a table.
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from copycat.cli.options import (
     LabelsOpt,
     LrOpt,
     MaxBilledOpt,
+    MaxCostOpt,
     MaxQpsOpt,
     MixOpt,
     NumClassesOpt,
@@ -75,6 +77,20 @@ def parse_mix(mix: str) -> tuple[float, ...]:
         raise ConfigError(f"--mix {mix!r} is invalid; accepted: weights like 0.7,0.3") from exc
 
 
+def billed_cap(max_billed: int | None, max_cost: float | None, price: float) -> int | None:
+    """``--max-billed``, lowered to what ``--max-cost`` buys at ``--price-per-1000``."""
+    if max_cost is None:
+        return max_billed
+    if price <= 0:
+        raise ConfigError(
+            f"--max-cost {max_cost} needs --price-per-1000 (the price of 1000 images)"
+        )
+    cap = math.floor(max_cost * 1000.0 / price + 1e-9)
+    if cap < 1:
+        raise ConfigError(f"--max-cost {max_cost} buys no image at {price} per 1000; raise it")
+    return cap if max_billed is None else min(max_billed, cap)
+
+
 def steal_cmd(
     ctx: typer.Context,
     oracle: OracleOpt,
@@ -102,6 +118,7 @@ def steal_cmd(
     num_classes: NumClassesOpt = None,
     send_as: SendAsOpt = HTTP.send_as,
     max_billed: MaxBilledOpt = STEAL.max_billed,
+    max_cost: MaxCostOpt = None,
 ) -> None:
     """Query the oracle with pool images under a budget; resumable at any moment."""
     from copycat.pipeline import open_oracle, steal_stage
@@ -135,7 +152,7 @@ def steal_cmd(
                 budget=budget,
                 batch_size=batch_size,
                 selection=selection,
-                max_billed=max_billed,
+                max_billed=billed_cap(max_billed, max_cost, price_per_1000),
             ),
             train=dataclasses.replace(TRAIN, device=device),
         )

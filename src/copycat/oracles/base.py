@@ -48,7 +48,8 @@ class RequestHooks(Protocol):
     ``opened`` runs before each attempt is sent (a retry is a new attempt) and returns a token;
     raising refuses the attempt. ``closed`` gives the outcome of an attempt that brought no
     answer: ``refused`` (the server said no: HTTP 4xx/5xx/429), ``unsent`` (no connection),
-    ``lost`` (a timeout or a connection cut mid-reply: the server may have answered),
+    ``timeout`` or ``cut`` (no reply in time, or a connection cut mid-reply: the server may
+    have answered, so both count as billed),
     ``malformed`` (a 2xx reply that could not be read) or ``failed`` (a local error).
     ``answered`` hands over the answers of one request; ``positions`` index the batch.
     """

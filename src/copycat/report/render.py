@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from copycat.errors import CopycatError
+from copycat.redact import redact_text
 from copycat.report.plots import plot_confusions, plot_curves, plot_histogram
-from copycat.runs import RunDir
+from copycat.runs import RunDir, read_json, write_atomic
 from copycat.steal.store import AnswerStore
 
 
@@ -36,7 +37,7 @@ def render_report(run: RunDir) -> Path:
     lines += _per_class(run, ev)
     lines += _provenance(cfg)
     out = run.root / "report.md"
-    out.write_text("\n".join(lines))
+    write_atomic(out, redact_text("\n".join(lines)))
     return out
 
 
@@ -61,6 +62,8 @@ def _result(ev: dict[str, Any]) -> list[str]:
 
 _QUERY_KEYS = (
     "answered",
+    "billed",
+    "billed_now",
     "queried_now",
     "already_answered",
     "seconds",
@@ -75,12 +78,27 @@ _QUERY_KEYS = (
 
 def _queries(run: RunDir) -> list[str]:
     steal_json = run.root / "steal.json"
-    if not steal_json.is_file():
+    st = read_json(steal_json) if steal_json.is_file() else {}
+    total: dict[str, Any] = dict(st.get("total", {}))
+    if run.store.is_file():  # the store's ledger is the truth, even after a killed run
+        with AnswerStore(run.store) as store:
+            total.update(store.ledger_totals())
+        price = float(total.get("price_per_1000", 0.0))
+        total["estimated_cost"] = round(total["billed_images"] * price / 1000.0, 6)
+    if not st and not total:
         return []
-    st = json.loads(steal_json.read_text())
-    lines = ["## Queries", "", "| | |", "|---|---|"]
+    lines = ["## Queries", ""]
+    if "billed_images" in total:
+        lines += [
+            f"Answered: **{total['answered']}** images; billed: **{total['billed_images']}** "
+            f"(every request the server may have answered: retried replies, timeouts and "
+            f"requests in flight at a kill included; {total.get('repaid_images', 0)} beyond "
+            "the answers kept).",
+            "",
+        ]
+    lines += ["| | |", "|---|---|"]
     lines += [f"| {k.replace('_', ' ')} | {_fmt(st[k], 2)} |" for k in _QUERY_KEYS if k in st]
-    for key, value in st.get("total", {}).items():
+    for key, value in total.items():
         lines.append(f"| all runs: {key.replace('_', ' ')} | {_fmt(value, 2)} |")
     return [*lines, ""]
 

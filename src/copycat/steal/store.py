@@ -52,10 +52,11 @@ CREATE TABLE IF NOT EXISTS requests (
 );
 CREATE INDEX IF NOT EXISTS requests_open ON requests (outcome);
 """
-#: Outcomes of an attempt that the server did not bill: it refused (HTTP 4xx/5xx/429), or the
-#: connection was never made. Every other outcome (answered, malformed, invalid, lost: a
-#: timeout or a connection cut mid-reply, killed: in flight when the process died, and NULL:
-#: in flight now) is counted as billed: an upper bound on what the server may charge.
+#: Outcomes of an attempt that the server did not bill: it refused (HTTP 4xx/5xx/429), the
+#: connection was never made, or a local oracle failed. Every other outcome (answered,
+#: malformed, invalid, timeout, cut: a connection cut mid-reply, killed: in flight when the
+#: process died, and NULL: in flight now) is counted as billed: an upper bound on what the
+#: server may charge.
 NOT_BILLED = ("refused", "unsent", "failed")
 _BILLED = f"(outcome IS NULL OR outcome NOT IN {NOT_BILLED!r})"
 
@@ -322,9 +323,10 @@ class AnswerStore:
     def ledger_totals(self) -> dict[str, int]:
         """The ledger summed over every run: ``answered`` images stored, ``requests`` answered,
         ``attempts`` sent, ``sent_images`` (all attempts), ``billed_images`` (all but refused
-        ones), ``refused_images``, ``killed_images`` (in flight at a kill), ``in_flight_images``
-        (open now) and ``repaid_images`` (billed beyond the answers kept: retries of billed
-        replies and answers lost with a killed process)."""
+        ones), images per outcome (``refused``, ``killed``: in flight at a kill, ``malformed``,
+        ``timeout``, ``cut``), ``in_flight_images`` (open now) and ``repaid_images`` (billed
+        beyond the answers kept: retries of billed replies, answers lost with a killed
+        process)."""
         by: dict[str | None, tuple[int, int]] = {}
         for outcome, k, n in self._q(
             "SELECT outcome, COUNT(*), COALESCE(SUM(images), 0) FROM requests GROUP BY outcome"
@@ -342,6 +344,9 @@ class AnswerStore:
             "refused_images": by.get("refused", (0, 0))[1],
             "killed_images": by.get("killed", (0, 0))[1],
             "in_flight_images": by.get(None, (0, 0))[1],
+            "malformed_images": by.get("malformed", (0, 0))[1],
+            "timeout_images": by.get("timeout", (0, 0))[1],
+            "cut_images": by.get("cut", (0, 0))[1],
             "repaid_images": max(0, billed - answered),
         }
 

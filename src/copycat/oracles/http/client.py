@@ -299,10 +299,10 @@ class Transport:
             raise _Failed("unsent", _retryable(cause, exc)) from exc
         except httpx.TimeoutException as exc:
             cause = f"timeout after {self.config.timeout} s ({type(exc).__name__})"
-            raise _Failed("lost", _retryable(cause, exc)) from exc
+            raise _Failed("timeout", _retryable(cause, exc)) from exc
         except httpx.TransportError as exc:
             cause = f"connection error ({type(exc).__name__}: {redact_text(str(exc))})"
-            raise _Failed("lost", _retryable(cause, exc)) from exc
+            raise _Failed("cut", _retryable(cause, exc)) from exc
         code = r.status_code
         if not 200 <= code < 300:
             raise _Failed("refused", self._refusal(r))
