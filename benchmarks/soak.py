@@ -278,18 +278,36 @@ def print_results(
             ["finished with budget answers", tot["answered"] == args.budget],
         ],
     )
-    info = {"date": time.strftime("%Y-%m-%dT%H:%M:%S"), "cores": os.cpu_count()}
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=SRC.parent
+    ).stdout.strip()
+    info = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "cores": os.cpu_count(),
+        "commit": commit,
+    }
+    gap = ledger_as_server - server_billed
+    note = (
+        f"Reading: the ledger is an upper bound of the bill. Beyond what the server billed it "
+        f"counts {tot['malformed_images']} + {tot['cut_images']} images of malformed and cut "
+        f"replies (the injector's, which never reach the model) and {gap} of the {killed} "
+        f"images in flight at the kills (the server's log has no answer for them). "
+        f"Re-paid images: {repaid}, of which {tot['timeout_images']} after timeouts (the "
+        f"server answered too late and the request was sent again) and {repaid_at_kills} "
+        f"at the kills."
+    )
     text = "\n\n".join(
         [
             f"# Soak: {len(kills)} x kill -9 during an HTTP steal, faults on",
-            f"Command: `{common.command_line()}` ({info['cores']} cores, {seconds:.0f} s; "
-            f"faults {json.dumps(FAULTS)})",
+            f"Command: `PYTHONPATH=src {common.command_line()}` at commit {commit} "
+            f"({info['cores']} cores, {seconds:.0f} s; faults {json.dumps(FAULTS)})",
             "## Each kill",
             per_kill,
             "## Totals",
             totals,
             "## Checks",
             checks,
+            note,
         ]
     )
     print(text)

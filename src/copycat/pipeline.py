@@ -56,6 +56,18 @@ def steal_stage(
 ) -> StealSummary:
     """Query the oracle into ``<run_dir>/answers.sqlite`` and write ``steal.json``."""
     run = RunDir.at(cfg.run_dir)
+    with run.lock("steal"):  # one steal per run directory: two would spend one budget twice
+        return _steal_locked(run, cfg, command, on_batch, oracle, http_options)
+
+
+def _steal_locked(
+    run: RunDir,
+    cfg: ExperimentConfig,
+    command: str | None,
+    on_batch: ProgressFn | None,
+    oracle: Oracle | None,
+    http_options: dict[str, Any],
+) -> StealSummary:
     oracle = oracle or open_oracle(cfg, **http_options)
     pool = build_pool(cfg.pool, shape=oracle.input_shape)
     run.record(
@@ -76,14 +88,13 @@ def steal_stage(
             config=cfg.steal, train=cfg.train, num_classes=oracle.num_classes
         )
     summary: StealSummary | None = None
-    with run.lock("steal"):  # one steal per run directory: two would spend one budget twice
-        try:
-            with AnswerStore(run.store) as store:
-                summary = steal(
-                    oracle, pool, store, config=cfg.steal, on_batch=on_batch, selector=selector
-                )
-        finally:  # an interrupted or failed run paid for queries too: the ledger says so
-            write_steal_json(run, summary, getattr(oracle, "ledger", None))
+    try:
+        with AnswerStore(run.store) as store:
+            summary = steal(
+                oracle, pool, store, config=cfg.steal, on_batch=on_batch, selector=selector
+            )
+    finally:  # an interrupted or failed run paid for queries too: the ledger says so
+        write_steal_json(run, summary, getattr(oracle, "ledger", None))
     return summary
 
 

@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from copycat.errors import CopycatError
+from copycat.redact import redact_text
 
 console = Console(stderr=True)
 
@@ -39,14 +40,17 @@ def errors() -> Iterator[None]:
     try:
         yield
     except CopycatError as exc:
+        text = escape(redact_text(str(exc)))  # an oracle URL may carry a key
         if isinstance(exc.__cause__, KeyboardInterrupt):  # answers paid so far were committed
             console.print(
-                f"[yellow]interrupted:[/] {escape(str(exc))}; run the same command again to resume",
+                f"[yellow]interrupted:[/] {text}; run the same command again to resume",
                 soft_wrap=True,
                 highlight=False,
             )
             raise typer.Exit(130) from exc
-        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
+        console.print(
+            f"[bold red]error:[/] {escape(redact_text(str(exc)))}", soft_wrap=True, highlight=False
+        )
         raise typer.Exit(2) from exc
     except KeyboardInterrupt as exc:
         console.print(

@@ -26,6 +26,7 @@ from copycat.errors import ConfigError
 from copycat.oracles.http.formats import load_label_map, parse_shape
 from copycat.oracles.http.oip import OipOracle
 from copycat.oracles.http.plain import PlainJsonOracle
+from copycat.redact import redact_url
 
 __all__ = ["OipOracle", "PlainJsonOracle", "build_http_oracle"]
 
@@ -44,19 +45,20 @@ def build_http_oracle(
         config = HttpOracleConfig(**opts)
     except TypeError as exc:
         raise ConfigError(f"unknown HTTP oracle option ({exc})") from exc
+    shown = redact_url(spec)
     oip = spec.startswith("oip+")
     url = spec.removeprefix("oip+")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(
-            f"oracle {spec!r} is not a valid URL; use oip+http://HOST:PORT/v2/models/NAME "
+            f"oracle {shown!r} is not a valid URL; use oip+http://HOST:PORT/v2/models/NAME "
             "or http(s)://HOST/PATH"
         )
     segs = [s for s in parts.path.split("/") if s]
     if oip or (len(segs) >= 3 and segs[:2] == ["v2", "models"]):
         if len(segs) < 3 or segs[:2] != ["v2", "models"]:
             raise ConfigError(
-                f"oracle {spec!r}: an Open Inference Protocol URL ends in /v2/models/NAME"
+                f"oracle {shown!r}: an Open Inference Protocol URL ends in /v2/models/NAME"
             )
         return OipOracle(url, config=config)
     return PlainJsonOracle(url, config=config)
