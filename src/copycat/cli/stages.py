@@ -165,7 +165,12 @@ def steal_cmd(
             the_oracle = open_oracle(cfg, **http)
             s = steal_stage(cfg, command=command_line(ctx), on_batch=on_batch, oracle=the_oracle)
     ledger = getattr(the_oracle, "ledger", None)
-    cost = list(ledger.as_dict().items()) if ledger is not None else []
+    cost: list[tuple[str, Any]] = []
+    if ledger is not None:  # this run's HTTP counters; what was billed is the store's count
+        now = ledger.as_dict()
+        cost = [(f"http {k} now", now[k]) for k in ("requests", "attempts", "failures", "retries")]
+        if price_per_1000 > 0:
+            cost.append(("estimated cost (all runs)", round(s.billed * price_per_1000 / 1000, 4)))
     table(
         f"steal {run_dir}",
         [
