@@ -309,3 +309,21 @@ def test_max_cost_sets_the_billed_cap() -> None:
     assert billed_cap(None, None, 0.0) is None
     with pytest.raises(CopycatError, match="price-per-1000"):
         billed_cap(None, 3.0, 0.0)
+
+
+def test_a_store_from_before_the_ledger_counts_its_answers_billed_once(tmp_path: Path) -> None:
+    path = tmp_path / "a.sqlite"
+    with sqlite3.connect(path) as c:  # the schema of earlier versions: answers, no requests
+        c.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        c.execute(
+            "CREATE TABLE answers (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL "
+            "UNIQUE, image BLOB NOT NULL, label INTEGER NOT NULL, probs BLOB, source TEXT NOT "
+            "NULL, queried_at REAL NOT NULL)"
+        )
+        c.executemany(
+            "INSERT INTO answers (id, image, label, source, queried_at) VALUES (?, ?, 0, 's', 0)",
+            [(f"id{i}", b"x") for i in range(5)],
+        )
+    with AnswerStore(path) as store:
+        totals = store.ledger_totals()
+    assert totals["answered"] == totals["billed_images"] == 5 and totals["repaid_images"] == 0

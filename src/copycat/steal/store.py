@@ -61,6 +61,21 @@ NOT_BILLED = ("refused", "unsent", "failed")
 _BILLED = f"(outcome IS NULL OR outcome NOT IN {NOT_BILLED!r})"
 
 
+def _adopt_unledgered(conn: sqlite3.Connection) -> None:
+    """A store made before the ledger existed holds answers and no request: each answer is
+    counted billed once (``legacy``), so ``billed`` never reads below ``answered``."""
+    with conn:
+        if conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0]:
+            return
+        n = conn.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+        if n:
+            conn.execute(
+                "INSERT INTO requests (attempt, images, ids, sent_at, outcome, closed_at) "
+                "VALUES (0, ?, '', ?, 'legacy', ?)",
+                (n, time.time(), time.time()),
+            )
+
+
 class LimitReached(CopycatError):
     """A request was not sent: it would pass the budget or ``--max-billed``."""
 
@@ -110,6 +125,7 @@ class AnswerStore:
                 # FULL: a committed batch survives power loss too, not only a killed process.
                 conn.execute("PRAGMA synchronous=FULL")
                 conn.executescript(_SCHEMA)
+                _adopt_unledgered(conn)
             except sqlite3.DatabaseError as exc:
                 raise CopycatError(
                     f"{self.path} is not a usable answer store ({exc}); "
