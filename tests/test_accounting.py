@@ -272,6 +272,8 @@ def test_credentials_in_urls_are_redacted_everywhere(
         "https://***@api.example.com/v1/predict?model=m&api_key=***&token=***"
     )
     assert "SECRET1" not in redact_text(f"copycat steal --oracle {url} --budget 3")
+    plain = "oip+http://127.0.0.1:8080/v2/models/m?x=a%20b&y=1"
+    assert redact_text(f"--oracle {plain} -v") == f"--oracle {plain} -v"  # untouched
     run = RunDir.at(tmp_path)
     run.record("steal", {"oracle": url}, f"copycat steal --oracle {url}")
     text = (tmp_path / "config.json").read_text()

@@ -7,7 +7,7 @@ An oracle URL may carry a password (``user:pass@``) or a key in its query (``?ap
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote_plus, urlsplit, urlunsplit
 
 MASK = "***"
 # query parameters whose value is a credential (compared lower-case, '-' read as '_')
@@ -43,11 +43,15 @@ def redact_url(url: str) -> str:
     netloc = parts.netloc
     if "@" in netloc:
         netloc = MASK + "@" + netloc.rsplit("@", 1)[1]
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = "&".join(f"{k}={MASK if is_secret_param(k) else v}" for k, v in pairs)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    # the query's other parameters are kept byte for byte (no decoding, no re-encoding)
+    pieces = [] if not parts.query else parts.query.split("&")
+    for i, piece in enumerate(pieces):
+        name, eq, _ = piece.partition("=")
+        if eq and is_secret_param(unquote_plus(name)):
+            pieces[i] = f"{name}={MASK}"
+    if netloc == parts.netloc and "&".join(pieces) == parts.query:
+        return url
+    return urlunsplit((parts.scheme, netloc, parts.path, "&".join(pieces), parts.fragment))
 
 
 def redact_text(text: str) -> str:
