@@ -132,6 +132,10 @@ def ledger_billed(store: Path) -> int:
     return int(query(store, sql))
 
 
+def timeouts(store: Path) -> int:
+    return int(query(store, "SELECT SUM(images) FROM requests WHERE outcome = 'timeout'"))
+
+
 def kill_at_random(cmd: list[str], store: Path, rng: random.Random, max_wait: float) -> bool:
     """Run ``cmd``; once it has committed new answers, SIGKILL it after a random wait.
     False if it finished first."""
@@ -201,6 +205,7 @@ def main() -> None:
                         "in_flight": in_flight,
                         "server_billed": served(work),
                         "ledger_billed": ledger_billed(store),
+                        "timeouts": timeouts(store),
                     }
                 )
                 print(kills[-1], file=sys.stderr)
@@ -228,16 +233,52 @@ def print_results(
 ) -> None:
     tot = st["total"]
     killed = int(tot["killed_images"])
+    unknown = killed + int(tot["timeout_images"])  # outcome unknowable to the client
     # as the server counts: the injector's malformed and cut replies never reach the model
     ledger_as_server = tot["billed_images"] - tot["malformed_images"] - tot["cut_images"]
     repaid = server_billed - tot["answered"]
-    repaid_at_kills = repaid - tot["timeout_images"]  # timed-out requests are re-sent
+    end = {
+        "kill": "end",
+        "answered": tot["answered"],
+        "in_flight": 0,
+        "server_billed": server_billed,
+        "ledger_billed": tot["billed_images"],
+        "timeouts": tot["timeout_images"],
+    }
+    rows, prev, segments_ok = [], {"server_billed": 0, "answered": 0, "timeouts": 0}, True
+    for k in [*kills, end]:
+        # paid and not stored since the previous kill: the answers in flight at this kill,
+        # and timed-out requests the server may have answered after the client gave up
+        paid_not_kept = (k["server_billed"] - k["answered"]) - (
+            prev["server_billed"] - prev["answered"]
+        )
+        bound = k["in_flight"] + k["timeouts"] - prev["timeouts"]
+        segments_ok &= paid_not_kept <= bound
+        rows.append(
+            [
+                k["kill"],
+                k["answered"],
+                k["server_billed"],
+                k["ledger_billed"],
+                k["in_flight"],
+                k["timeouts"] - prev["timeouts"],
+                paid_not_kept,
+                paid_not_kept <= bound,
+            ]
+        )
+        prev = k
     per_kill = common.md_table(
-        ["kill", "answered", "in flight (images)", "server billed", "ledger billed"],
         [
-            [k["kill"], k["answered"], k["in_flight"], k["server_billed"], k["ledger_billed"]]
-            for k in kills
+            "kill",
+            "answered",
+            "server billed",
+            "ledger billed",
+            "in flight at the kill",
+            "timed out since the last kill",
+            "billed, not stored, since the last kill",
+            "<= in flight + timed out",
         ],
+        rows,
     )
     ok_budget = all(k["answered"] <= args.budget for k in kills) and tot["answered"] <= args.budget
     ok_cap = max(server_billed, tot["billed_images"]) <= max_billed
@@ -251,12 +292,14 @@ def print_results(
             ["billed, store's ledger (upper bound)", tot["billed_images"]],
             ["  of which malformed 200 replies (never reach the model)", tot["malformed_images"]],
             ["  of which connections cut mid-reply (never reach the model)", tot["cut_images"]],
-            ["  of which timeouts (the model answered late; re-sent)", tot["timeout_images"]],
+            [
+                "  of which timeouts (the server may answer after the client gave up)",
+                tot["timeout_images"],
+            ],
             ["  of which in flight at a kill", killed],
             ["ledger billed as the server counts (minus malformed, cut)", ledger_as_server],
             ["re-paid (server billed - answered)", repaid],
-            ["  re-paid at kills (minus timeouts)", repaid_at_kills],
-            ["lost (billed, never stored)", lost],
+            ["lost (billed, never stored at the end)", lost],
             ["max images in flight at a kill", max((k["in_flight"] for k in kills), default=0)],
         ],
     )
@@ -264,13 +307,15 @@ def print_results(
         ["check", "holds"],
         [
             ["0 lost", lost == 0],
-            ["re-paid at kills <= images in flight at the kills", 0 <= repaid_at_kills <= killed],
+            ["each kill: billed, not stored <= in flight + timed out", segments_ok],
+            ["re-paid <= in flight at the kills + timed out", 0 <= repaid <= unknown],
             [
-                "ledger (as the server counts) - server billed in [0, in flight at kills]",
-                0 <= ledger_as_server - server_billed <= killed,
+                "ledger (as the server counts) - server billed in [0, in flight + timed out]",
+                0 <= ledger_as_server - server_billed <= unknown,
             ],
+            ["ledger billed >= server billed", tot["billed_images"] >= server_billed],
             [
-                "ledger billed == server billed (as the server counts)",
+                "ledger billed (as the server counts) == server billed",
                 ledger_as_server == server_billed,
             ],
             ["budget never exceeded", ok_budget],
@@ -290,11 +335,10 @@ def print_results(
     note = (
         f"Reading: the ledger is an upper bound of the bill. Beyond what the server billed it "
         f"counts {tot['malformed_images']} + {tot['cut_images']} images of malformed and cut "
-        f"replies (the injector's, which never reach the model) and {gap} of the {killed} "
-        f"images in flight at the kills (the server's log has no answer for them). "
-        f"Re-paid images: {repaid}, of which {tot['timeout_images']} after timeouts (the "
-        f"server answered too late and the request was sent again) and {repaid_at_kills} "
-        f"at the kills."
+        f"replies (the injector's, which never reach the model) and {gap} of the {unknown} "
+        f"images whose outcome the client cannot know ({killed} in flight at the kills, "
+        f"{tot['timeout_images']} timed out): the server's log has no answer for those {gap}. "
+        f"Re-paid images: {repaid}."
     )
     text = "\n\n".join(
         [
