@@ -273,7 +273,7 @@ def run_cmd(ctx: typer.Context, config: ConfigFileOpt) -> None:
         cfg = load_experiment(config)
         with progress() as bar:
             target_bar = (
-                step_bar(bar, cfg.target.train.epochs, "target")
+                step_bar(bar, cfg.target.train.epochs, "target", metric="accuracy")
                 if cfg.target is not None and needs_target(cfg)
                 else None
             )
