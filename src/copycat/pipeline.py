@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -184,29 +184,53 @@ def evaluate_stage(
     *,
     command: str | None = None,
     oracle: Oracle | None = None,
+    allow_other_oracle: bool = False,
     **http_options: Any,
 ) -> EvalResult:
-    """Score the run's copycat against the oracle on ``cfg.test_set``; writes ``eval.json``."""
+    """Score the run's copycat against the oracle on ``cfg.test_set``; writes ``eval.json``.
+
+    An empty ``cfg.oracle`` means the oracle the run's steal recorded in ``config.json``;
+    another oracle, or one whose fingerprint differs from the answers', is refused unless
+    ``allow_other_oracle``. The HTTP cost ledger of the test-set queries goes into
+    ``eval.json``.
+    """
+    from copycat.evaluate.provenance import check_fingerprint, check_test_set, choose_oracle
+
     run = RunDir.at(cfg.run_dir)
-    oracle = oracle or parse_oracle_spec(cfg.oracle, output="label", **http_options)
-    copycat = load_copycat(run)
-    test = load_labelled(cfg.test_set, input_shape=oracle.input_shape)
+    recorded = run.read_config().get("steal", {}).get("oracle")
+    spec = choose_oracle(cfg.oracle, recorded, run=str(run.root), allow_other=allow_other_oracle)
+    copycat = load_copycat(run)  # before any query: no copycat, nothing to pay for
+    device = resolve_device(cfg.train.device)
+    oracle = oracle or parse_oracle_spec(spec, output="label", device=str(device), **http_options)
     budget = queries = None
+    matches: bool | None = None
     if run.store.is_file():
         with AnswerStore(run.store) as store:
             queries = store.count()
             meta = store.meta()
-            budget = int(meta["budget"]) if "budget" in meta else None
-    res = evaluate(
-        copycat,
-        test_set=test,
-        oracle=oracle,
-        budget=budget,
-        queries=queries,
-        device=resolve_device(cfg.train.device),
+        budget = int(meta["budget"]) if "budget" in meta else None
+        matches = check_fingerprint(
+            oracle.fingerprint,
+            meta.get("fingerprint"),
+            spec=spec,
+            store=str(run.store),
+            allow_other=allow_other_oracle,
+        )
+    test = load_labelled(cfg.test_set, input_shape=oracle.input_shape)
+    card = json.loads(run.copycat_card.read_text())
+    check_test_set(
+        test,
+        input_shape=oracle.input_shape,
+        num_classes=oracle.num_classes,
+        copycat_shape=tuple(card["input_shape"]),
+        copycat_classes=int(card["num_classes"]),
     )
+    res = evaluate(
+        copycat, test_set=test, oracle=oracle, budget=budget, queries=queries, device=device
+    )
+    res = replace(res, oracle=spec, oracle_matches_run=matches)
     res.save(run.eval_json)
-    run.record("evaluate", {"oracle": cfg.oracle, "test_set": cfg.test_set}, command)
+    run.record("evaluate", {"oracle": spec, "test_set": cfg.test_set}, command)
     return res
 
 

@@ -72,6 +72,19 @@ TrainAugmentOpt = Annotated[bool, typer.Option(help="Shift and flip the answers 
 TestSetOpt = Annotated[
     str, typer.Option(help="fashion-mnist:test or folder:PATH (ImageFolder layout).")
 ]
+EvalOracleOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--oracle",
+        help=f"The target: {ORACLES.usages()}. Default: the one the run's steal recorded.",
+    ),
+]
+AllowOtherOracleOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Score against another oracle than the run's (or one whose fingerprint changed)."
+    ),
+]
 ConfigFileOpt = Annotated[Path, typer.Option("--config", help="Experiment TOML (see configs/).")]
 DatasetOpt = Annotated[str, typer.Option(help="Labelled dataset: fashion-mnist.")]
 TargetOutOpt = Annotated[

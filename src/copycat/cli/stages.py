@@ -18,6 +18,7 @@ from copycat.cli.options import (
     POOL,
     STEAL,
     TRAIN,
+    AllowOtherOracleOpt,
     ApiKeyEnvOpt,
     ArchOpt,
     AugmentOpt,
@@ -27,6 +28,7 @@ from copycat.cli.options import (
     ConfigFileOpt,
     DeviceOpt,
     EpochsOpt,
+    EvalOracleOpt,
     InputShapeOpt,
     InvertOpt,
     LabelMapOpt,
@@ -204,7 +206,7 @@ def train_cmd(
 def evaluate_cmd(
     ctx: typer.Context,
     run_dir: RunDirOpt,
-    oracle: OracleOpt,
+    oracle: EvalOracleOpt = None,
     test_set: TestSetOpt = ExperimentConfig().test_set,
     device: DeviceOpt = TRAIN.device,
     api_key_env: ApiKeyEnvOpt = HTTP.api_key_env,
@@ -218,12 +220,18 @@ def evaluate_cmd(
     input_shape: InputShapeOpt = None,
     num_classes: NumClassesOpt = None,
     send_as: SendAsOpt = HTTP.send_as,
+    allow_other_oracle: AllowOtherOracleOpt = False,
+    price_per_1000: PriceOpt = HTTP.price_per_1000,
 ) -> None:
     """Score copycat and oracle on a labelled test set; writes eval.json."""
     from copycat.pipeline import evaluate_stage
+    from copycat.runs import RunDir
 
+    # the oracle defaults to the one the run's steal recorded
+    recorded = RunDir.at(run_dir).read_config().get("steal", {}).get("oracle", "")
     http = http_options(
-        oracle,
+        oracle or recorded,
+        price_per_1000=price_per_1000,
         api_key_env=api_key_env,
         concurrency=concurrency,
         max_qps=max_qps,
@@ -238,9 +246,14 @@ def evaluate_cmd(
     )
     with errors():
         cfg = experiment(
-            run_dir, oracle, test_set=test_set, train=dataclasses.replace(TRAIN, device=device)
+            run_dir,
+            oracle or "",
+            test_set=test_set,
+            train=dataclasses.replace(TRAIN, device=device),
         )
-        r = evaluate_stage(cfg, command=command_line(ctx), **http)
+        r = evaluate_stage(
+            cfg, command=command_line(ctx), allow_other_oracle=allow_other_oracle, **http
+        )
     table(
         f"evaluate {run_dir}",
         [
@@ -251,6 +264,7 @@ def evaluate_cmd(
             ("copycat macro-F1", r.copycat_macro_f1),
             ("performance (macro-F1)", r.performance_macro_f1),
             ("agreement", r.agreement),
+            *[(f"test queries: {k.replace('_', ' ')}", v) for k, v in (r.cost or {}).items()],
         ],
     )
 
