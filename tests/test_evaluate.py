@@ -4,6 +4,7 @@ checked), keeps the HTTP cost of the test-set queries, and refuses bad input in 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -91,8 +92,11 @@ def test_evaluate_keeps_the_http_cost_of_the_test_queries(
     assert cost["billed_images"] == served == 400  # the tiny Fashion-MNIST test split
     assert cost["estimated_cost"] == pytest.approx(0.8)
     assert "test queries: billed images" in out
-    code, out = runner.invoke(app, ["report", "--run-dir", str(run)]).exit_code, ""
+    assert runner.invoke(app, ["report", "--run-dir", str(run)]).exit_code == 0
     assert "Evaluation queries" in (run / "report.md").read_text()
+    status = runner.invoke(app, ["status", str(run)]).output  # the steal's ledger: 96 billed
+    assert re.search(r"billed images\s*│\s*96\b", status), status
+    assert re.search(r"estimated cost\s*│\s*0\.19", status), status
 
 
 def _folder_set(root: Path, classes: int, *, images: bool = True) -> Path:

@@ -27,6 +27,7 @@ from copycat.cli.options import (
     ConcurrencyOpt,
     ConfigFileOpt,
     DeviceOpt,
+    DryRunOpt,
     EpochsOpt,
     EvalOracleOpt,
     InputShapeOpt,
@@ -87,7 +88,7 @@ def steal_cmd(
     batch_size: QueryBatchOpt = STEAL.batch_size,
     seed: PoolSeedOpt = POOL.seed,
     augment: AugmentOpt = POOL.augment.enabled,
-    invert: InvertOpt = -1.0,
+    invert: InvertOpt = None,
     selection: SelectionOpt = STEAL.selection,
     device: DeviceOpt = TRAIN.device,
     api_key_env: ApiKeyEnvOpt = HTTP.api_key_env,
@@ -102,6 +103,7 @@ def steal_cmd(
     input_shape: InputShapeOpt = None,
     num_classes: NumClassesOpt = None,
     send_as: SendAsOpt = HTTP.send_as,
+    dry_run: DryRunOpt = False,
 ) -> None:
     """Query the oracle with pool images under a budget; resumable at any moment."""
     from copycat.pipeline import open_oracle, steal_stage
@@ -123,7 +125,7 @@ def steal_cmd(
     )
     with errors():
         aug = dataclasses.replace(
-            POOL.augment, enabled=augment, invert=POOL.augment.invert if invert < 0 else invert
+            POOL.augment, enabled=augment, invert=POOL.augment.invert if invert is None else invert
         )
         cfg = experiment(
             run_dir,
@@ -135,6 +137,9 @@ def steal_cmd(
             ),
             train=dataclasses.replace(TRAIN, device=device),
         )
+        if dry_run:
+            show_plan(cfg, price_per_1000=price_per_1000, http=http)
+            return
         with progress() as bar:
             task = bar.add_task("steal", total=budget, info="")
 
@@ -157,6 +162,27 @@ def steal_cmd(
             *cost,
         ],
     )
+
+
+def show_plan(cfg: ExperimentConfig, *, price_per_1000: float, http: dict[str, Any]) -> None:
+    """Print what ``steal`` would send and cost (``--dry-run``); nothing billable is sent."""
+    from copycat.pipeline import steal_plan
+
+    opts = {k: v for k, v in http.items() if k != "price_per_1000"}
+    p = steal_plan(cfg, price_per_1000=price_per_1000, **opts)
+    rows: list[tuple[str, Any]] = [
+        ("would send (images)", p.would_send),
+        ("already answered", p.answered),
+        ("budget", p.budget),
+        ("input shape", "x".join(map(str, p.input_shape))),
+        ("classes", p.num_classes),
+        ("pool", p.pool),
+        *[(f"source {i + 1}", s) for i, s in enumerate(p.sources)],
+        ("selection", p.selection),
+        ("requests (at least)", p.requests if p.requests is not None else "local oracle"),
+        ("estimated cost (before retries)", p.estimated_cost),
+    ]
+    table(f"steal --dry-run {cfg.run_dir}: nothing sent", rows)
 
 
 def train_cmd(
