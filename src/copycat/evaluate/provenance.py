@@ -50,9 +50,10 @@ def check_fingerprint(
     if not allow_other:
         raise StoreMismatchError(
             f"oracle {spec!r} has fingerprint {base_fingerprint(current)}, but {store} holds "
-            f"answers of {base_fingerprint(stored)}: the target changed since the steal. "
-            "Evaluate against the exact target you stole from, or pass --allow-other-oracle "
-            "to score the copycat against this one anyway"
+            f"answers of {base_fingerprint(stored)}: the target changed since the steal (or, "
+            "for a plain JSON endpoint, is read with other --response-format, --label-map or "
+            "--input-shape options). Evaluate against the exact target you stole from, with "
+            "the steal's options, or pass --allow-other-oracle to score against this one anyway"
         )
     log.warning(
         "oracle %s is not the one the answers came from (%s vs %s); scoring anyway",
