@@ -22,6 +22,10 @@ so building the pool is not in its time, while copycat's includes making its poo
 persisting every answer. Scores are on the Fashion-MNIST test split; nothing here chooses a
 default.
 
+ART's defaults fit with batch 1: on 2 busy CPU cores that took about 45 s per case at 200
+queries, so about 8 minutes per case at the quick grid's 2,000 (``--settings matched`` skips
+those rows).
+
     pip install adversarial-robustness-toolbox
     PYTHONPATH=src python benchmarks/peers.py --quick
 """
