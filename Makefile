@@ -10,7 +10,7 @@ BUDGET ?= 20000
 POOL   ?= npd
 DEVICE ?= auto
 
-.PHONY: setup data demo test test-interop bench bench-full bench-gpu lint clean
+.PHONY: setup data demo test test-interop bench bench-full bench-gpu lint clean clean-runs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,8 +39,7 @@ demo: setup  ## train a target, steal it with NPD images only, train the copycat
 	$(BIN)/copycat steal --oracle torch:$(TARGET) --pool $(POOL) --budget $(BUDGET) \
 	  --run-dir $(RUN) --device $(DEVICE)
 	$(BIN)/copycat train --run-dir $(RUN) --device $(DEVICE)
-	$(BIN)/copycat evaluate --run-dir $(RUN) --oracle torch:$(TARGET) \
-	  --test-set fashion-mnist:test --device $(DEVICE)
+	$(BIN)/copycat evaluate --run-dir $(RUN) --test-set fashion-mnist:test --device $(DEVICE)
 	$(BIN)/copycat report --run-dir $(RUN)
 
 test: $(STAMP)  ## the fast, offline test suite
@@ -74,5 +73,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy src
 
-clean:
-	rm -rf $(RUN) .pytest_cache .mypy_cache .ruff_cache
+clean:  ## tool caches only: run directories hold paid answers (see clean-runs)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache
+
+clean-runs:  ## delete $(RUN) and its paid answers: make clean-runs CONFIRM=1
+	@if [ "$(CONFIRM)" != 1 ]; then \
+	  echo "clean-runs deletes $(RUN) with its paid answers; run: make clean-runs CONFIRM=1"; \
+	  exit 1; \
+	fi
+	rm -rf $(RUN)

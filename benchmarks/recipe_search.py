@@ -3,6 +3,12 @@ library against the default Fashion-MNIST target, one seed, the variants named i
 
 Sized for a GPU (about 3 minutes per group on an H100); on 2 CPU cores use --quick or a group.
 
+Defaults are chosen on a validation split, never on the test split: with ``--split val`` (the
+default) the target trains on the first 50,000 Fashion-MNIST training images, the PD pool draws
+from those too, and every copycat is scored on the last 10,000 (images neither the target nor
+any pool has seen). ``--split test`` trains the target on all 60,000 and scores on the test
+split: run it once, for the recipe already chosen.
+
     python benchmarks/recipe_search.py --group recipe --device cuda
     python benchmarks/recipe_search.py --quick          # 600 queries, 1 epoch: a smoke run
 
@@ -25,7 +31,7 @@ import numpy as np
 import torch
 
 from copycat.config import AugmentConfig, PoolConfig, StealConfig, TargetConfig, TrainConfig
-from copycat.data.datasets import load_fashion_mnist
+from copycat.data.datasets import LabelledSet, load_fashion_mnist
 from copycat.evaluate.evaluate import evaluate
 from copycat.oracles.local import TorchOracle
 from copycat.oracles.outputs import restrict
@@ -36,7 +42,7 @@ from copycat.runs import RunDir
 from copycat.steal.loop import steal
 from copycat.steal.selection import BalancedSelector
 from copycat.steal.store import AnswerStore
-from copycat.targets.publish import train_target_on
+from copycat.targets.publish import train_target, train_target_on
 from copycat.train.checkpoint import load_copycat
 
 SHAPE = (1, 28, 28)
@@ -73,6 +79,13 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+def split_train(full: LabelledSet, n: int) -> tuple[LabelledSet, LabelledSet]:
+    """The first ``n`` images (to train the target) and the rest (the validation split)."""
+    first = LabelledSet(full.images[:n], full.labels[:n], full.class_names, "fashion-mnist:fit")
+    rest = LabelledSet(full.images[n:], full.labels[n:], full.class_names, "fashion-mnist:val")
+    return first, rest
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--group", choices=[*VARIANTS, "all"], default="all")
@@ -81,26 +94,39 @@ def main() -> None:
     ap.add_argument("--bank", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     ap.add_argument("--tag", default="")
+    ap.add_argument(
+        "--split",
+        choices=["val", "test"],
+        default="val",
+        help="score on a validation split (choose defaults here) or the test split (once)",
+    )
     args = ap.parse_args()
     dev = args.device
     work = Path(tempfile.mkdtemp(prefix="copycat-search-"))
     t0 = time.time()
     tcfg = R(TargetConfig().train, device=dev, epochs=1 if args.quick else 8)
-    tgt = train_target_on("fashion-mnist", out=work / "target", config=tcfg)
+    if args.split == "val":
+        full = load_fashion_mnist("train")
+        fit_part, test = split_train(full, 50_000)
+        tgt = train_target(fit_part, test, out=work / "target", config=tcfg)
+        pd_images = fit_part.images
+    else:
+        tgt = train_target_on("fashion-mnist", out=work / "target", config=tcfg)
+        test = load_fashion_mnist("test")
+        pd_images = load_fashion_mnist("train").images
     oracle = TorchOracle(work / "target", device=dev)
     if args.bank is not None:
         bank: BankSource = BankSource("npd", torch.from_numpy(np.load(args.bank)["bank"]))
     else:
         bank = npd_source(shape=SHAPE, max_pixels=PoolConfig().max_pixels)
-    test = load_fashion_mnist("test")
-    pd_images = load_fashion_mnist("train").images
     sources = {
         "npd": lambda: BankSource("npd", bank.bank),
         "pd": lambda: BankSource("pd", pd_images),
         "noise": lambda: NoiseSource(shape=SHAPE),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / f"recipe_search{'-' + args.tag if args.tag else ''}.jsonl"
+    suffix = ("-" + args.tag if args.tag else "") + ("-val" if args.split == "val" else "")
+    out = args.out / f"recipe_search{suffix}.jsonl"
     groups = list(VARIANTS) if args.group == "all" else [args.group]
     print(f"target accuracy {tgt.card.test_accuracy:.4f} ({tgt.seconds:.0f} s)")
     for name, kw in ((n, k) for g in groups for n, k in VARIANTS[g].items()):
@@ -149,6 +175,7 @@ def main() -> None:
             "acc": round(r.copycat_accuracy, 4),
             "target": round(r.target_accuracy, 4),
             "hist": hist,
+            "split": args.split,
             "total_s": round(time.time() - t, 1),
             "device": dev,
         }

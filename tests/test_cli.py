@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -144,6 +145,8 @@ device = "cpu"
         (["train", "--run-dir", "nowhere"], "copycat steal"),
         (["report", "--run-dir", "nowhere"], "copycat evaluate"),
         (["run", "--config", "missing.toml"], "not found"),
+        (["steal", "--oracle", "torch:x", "--run-dir", "r", "--mix", "0.5,abc"], "--mix"),
+        (["steal", "--oracle", "torch:x", "--run-dir", "r", "--mix", "0.5,0.5"], "pool.mix"),
     ],
 )
 def test_errors_are_one_clear_line(
@@ -156,7 +159,113 @@ def test_errors_are_one_clear_line(
     assert "Traceback" not in res.output
 
 
+COMMANDS = ("target", "steal", "train", "evaluate", "report", "run", "serve", "status")
+
+
 def test_help_lists_every_command() -> None:
+    """Each command is registered, listed in --help as a command row, and answers --help."""
+    import typer
+
+    registered = set(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+    assert registered == set(COMMANDS)
     out = _ok(["--help"])
-    for cmd in ("target", "steal", "train", "evaluate", "report", "run"):
-        assert cmd in out
+    for cmd in COMMANDS:
+        assert re.search(rf"^\W*{cmd}\s{{2,}}\S", out, re.MULTILINE), cmd
+        _ok([cmd, "--help"])
+
+
+def test_version_and_verbose_after_the_command(tmp_path: Path) -> None:
+    from copycat import __version__
+
+    assert _ok(["--version"]).strip() == f"copycat {__version__}"
+    res = runner.invoke(app, ["report", "--run-dir", str(tmp_path / "nowhere"), "-v"])
+    assert res.exit_code == 2 and "copycat evaluate" in res.output  # -v was accepted
+
+
+def test_invert_help_shows_no_placeholder() -> None:
+    out = _ok(["steal", "--help"])
+    assert "-1.0" not in out and "-1:" not in out
+
+
+def test_target_train_logs_accuracy_without_val(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from copycat.config import TrainConfig
+    from copycat.targets.publish import train_target
+
+    from .conftest import rule_set
+
+    cfg = TrainConfig(arch="cnn-tiny", epochs=1, batch_size=32, device="cpu", val_fraction=0.0)
+    with caplog.at_level(logging.INFO, logger="copycat.train.fit"):
+        train_target(rule_set(64, 0, "r"), rule_set(32, 1, "r"), out=tmp_path / "t", config=cfg)
+    epoch_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch")]
+    assert epoch_lines and all("accuracy" in m for m in epoch_lines)
+    assert not any("agreement" in m or "val" in m or "nan" in m for m in epoch_lines)
+
+
+def test_status_shows_answers_budget_labels_and_stages(victim_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _ok(["steal", "--oracle", f"torch:{victim_dir}", "--pool", "noise", "--budget", "64",
+         "--selection", "random", "--run-dir", str(run), "--device", "cpu"])  # fmt: skip
+    out = _ok(["status", str(run)])
+    for text in ("answered", "64", "budget", "no ledger", "imbalance", "rarest class"):
+        assert text in out, text
+    assert re.search(r"steal done\s*│\s*yes", out) and re.search(r"train done\s*│\s*no", out)
+    res = runner.invoke(app, ["status", str(tmp_path / "nowhere")])
+    assert res.exit_code == 2 and "does not exist" in res.output
+
+
+def test_dry_run_sends_nothing_and_writes_nothing(victim_dir: Path, tmp_path: Path) -> None:
+    from .http_support import running_server
+
+    with running_server(victim_dir, tmp_path / "srv", "--name", "victim") as srv:
+        run = tmp_path / "run"
+        out = _ok(["steal", "--oracle", f"oip+{srv.url}/v2/models/victim", "--pool", "noise",
+                   "--budget", "1000", "--run-dir", str(run), "--price-per-1000", "2.5",
+                   "--request-batch", "64", "--dry-run"])  # fmt: skip
+        assert srv.served_images() == 0
+    assert not run.exists()
+    for text in ("would send (images)", "1000", "1x28x28", "noise", "16", "2.5"):
+        assert text in out, text
+
+
+def test_run_reaches_an_http_target_with_its_key_from_the_environment(
+    victim_dir: Path, fmnist_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from .http_support import env_with_src, running_server
+
+    monkeypatch.setenv("RUN_KEY", "s3cret")
+    env = env_with_src(RUN_KEY="s3cret")
+    with running_server(
+        victim_dir, tmp_path / "srv", "--name", "victim", "--api-key-env", "RUN_KEY", env=env
+    ) as srv:
+        cfg = tmp_path / "exp.toml"
+        body = f"""
+run_dir = "{tmp_path / "run"}"
+oracle = "oip+{srv.url}/v2/models/victim"
+test_set = "fashion-mnist:test"
+[pool]
+spec = "noise"
+[steal]
+budget = 64
+selection = "random"
+[train]
+arch = "cnn-tiny"
+epochs = 1
+device = "cpu"
+[http]
+api_key_env = "RUN_KEY"
+price_per_1000 = 3.0
+request_batch = 32
+"""
+        cfg.write_text(body)
+        _ok(["run", "--config", str(cfg)])
+        assert srv.served_images() == 64 + 400  # the steal, then the test split
+        cfg.write_text(body + 'api_key = "s3cret"\n')
+        res = runner.invoke(app, ["run", "--config", str(cfg)])
+    assert res.exit_code == 2 and "api_key_env" in res.output and "s3cret" not in res.output
+    steal = json.loads((tmp_path / "run" / "steal.json").read_text())
+    assert steal["total"]["billed_images"] == 64
+    assert steal["total"]["estimated_cost"] == pytest.approx(0.192)

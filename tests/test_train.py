@@ -97,6 +97,56 @@ def test_interrupted_training_resumes_where_it_stopped(victim: TorchOracle, tmp_
         assert torch.allclose(a[k].float(), b[k].float(), atol=1e-5), k
 
 
+def test_resume_with_dropout_is_bit_identical(victim: TorchOracle, tmp_path: Path) -> None:
+    """The default architecture (``cnn-small``, with dropout) interrupted after epoch 1 and
+    resumed gives exactly the weights of an uninterrupted run: every random state travels in
+    ``last.pt``."""
+    cfg = dataclasses.replace(
+        CFG, arch=TrainConfig().arch, epochs=3, batch_size=32, val_fraction=0.1
+    )
+    ref, cut = RunDir.at(tmp_path / "ref"), RunDir.at(tmp_path / "cut")
+    for run in (ref, cut):
+        _steal_pd(victim, run, 160)
+    train_copycat(ref, config=cfg)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_epoch_1(epoch: int, step: int, steps: int, loss: float, agree: float) -> None:
+        if epoch == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train_copycat(cut, config=cfg, on_step=stop_after_epoch_1)
+    assert torch.load(cut.checkpoints / "last.pt", weights_only=True)["epoch"] == 0
+    train_copycat(cut, config=cfg)
+    a = torch.load(ref.checkpoints / "last.pt", weights_only=True)
+    b = torch.load(cut.checkpoints / "last.pt", weights_only=True)
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert a["history"][-1]["train_loss"] == b["history"][-1]["train_loss"]
+
+
+def test_resume_on_other_answers_of_the_same_size_is_refused(
+    victim: TorchOracle, tmp_path: Path
+) -> None:
+    run = RunDir.at(tmp_path)
+    _steal_pd(victim, run, 200)
+    cfg = dataclasses.replace(CFG, epochs=2)
+
+    def stop(epoch: int, step: int, steps: int, loss: float, agree: float) -> None:
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_copycat(run, config=cfg, on_step=stop)
+    # the same number of answers, one label changed
+    with AnswerStore(run.store) as store, store.conn:
+        store.conn.execute("UPDATE answers SET label = (label + 1) % 10 WHERE seq = 1")
+    with pytest.raises(CheckpointError, match="delete the checkpoints"):
+        train_copycat(run, config=cfg)
+
+
 def test_resume_with_another_configuration_is_refused(victim: TorchOracle, tmp_path: Path) -> None:
     run = RunDir.at(tmp_path)
     _steal_pd(victim, run, 200)

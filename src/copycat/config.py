@@ -295,6 +295,9 @@ class ExperimentConfig:
     pool: PoolConfig = field(default_factory=PoolConfig)
     steal: StealConfig = field(default_factory=StealConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # [http]: how an http(s):// or oip+http(s):// oracle is queried (ignored by other oracles);
+    # the API key only ever comes from the environment variable named by api_key_env.
+    http: HttpOracleConfig = field(default_factory=HttpOracleConfig)
 
 
 def from_dict(cls: type[T], data: dict[str, Any], *, where: str = "") -> T:
@@ -341,6 +344,12 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
         data = tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p} is not valid TOML: {exc}") from exc
+    secrets = sorted({"api_key", "key", "token", "password"} & set(data.get("http") or {}))
+    if secrets:
+        raise ConfigError(
+            f"[http] {secrets[0]} in {p}: a secret never goes into an experiment file; export "
+            "it in an environment variable and name that variable with api_key_env"
+        )
     return from_dict(ExperimentConfig, data)
 
 

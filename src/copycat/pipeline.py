@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,18 @@ log = logging.getLogger(__name__)
 
 def open_oracle(cfg: ExperimentConfig, **http_options: Any) -> Oracle:
     device = str(resolve_device(cfg.train.device))
-    return parse_oracle_spec(cfg.oracle, output=cfg.output, device=device, **http_options)
+    http = experiment_http(cfg.oracle, cfg, http_options)
+    return parse_oracle_spec(cfg.oracle, output=cfg.output, device=device, **http)
+
+
+def experiment_http(spec: str, cfg: ExperimentConfig, given: dict[str, Any]) -> dict[str, Any]:
+    """HTTP options for ``spec``: the experiment's ``[http]`` section, overridden by ``given``
+    (the command line); none for oracles that do not speak HTTP."""
+    from copycat.oracles.registry import is_http
+
+    if not is_http(spec):
+        return given
+    return {**asdict(cfg.http), **given}
 
 
 def redacted_oracle(cfg: ExperimentConfig) -> str:
@@ -96,6 +107,66 @@ def _steal_locked(
     finally:  # an interrupted or failed run paid for queries too: the ledger says so
         write_steal_json(run, summary, getattr(oracle, "ledger", None))
     return summary
+
+
+@dataclass(frozen=True, slots=True)
+class StealPlan:
+    """What ``steal`` would send and cost (``copycat steal --dry-run``)."""
+
+    would_send: int
+    answered: int
+    budget: int
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    pool: str
+    sources: list[str]
+    selection: str
+    requests: int | None  # HTTP requests at the least (retries come on top); None if local
+    estimated_cost: float
+
+
+def steal_plan(
+    cfg: ExperimentConfig,
+    *,
+    oracle: Oracle | None = None,
+    price_per_1000: float = 0.0,
+    **http_options: Any,
+) -> StealPlan:
+    """Build the oracle's description and the pool as ``steal_stage`` would, and say what it
+    would send; no billable query is sent and the run directory is not written.
+
+    An HTTP oracle is asked only for its metadata (OIP) or nothing at all (plain JSON).
+    """
+    run = RunDir.at(cfg.run_dir)
+    oracle = oracle or open_oracle(cfg, **http_options)
+    shape = oracle.input_shape
+    pool = build_pool(cfg.pool, shape=shape)
+    answered = 0
+    if run.store.is_file():
+        with AnswerStore(run.store) as store:
+            answered, stored = store.count(), store.meta().get("fingerprint")
+        if stored is not None and stored != oracle.fingerprint:
+            raise CopycatError(
+                f"{run.store} holds answers of oracle {stored}, not {oracle.fingerprint}; "
+                "the steal would be refused: use the same oracle and output, or a new --run-dir"
+            )
+    would_send = max(0, cfg.steal.budget - answered)
+    weights = list(pool.weights)
+    total_w = sum(weights) or 1.0
+    sources = [f"{s.name} ({w / total_w:.0%})" for s, w in zip(pool.sources, weights, strict=True)]
+    batch = int(getattr(getattr(oracle, "config", None), "request_batch", 0) or 0)
+    return StealPlan(
+        would_send=would_send,
+        answered=answered,
+        budget=cfg.steal.budget,
+        input_shape=(int(shape[0]), int(shape[1]), int(shape[2])),
+        num_classes=oracle.num_classes,
+        pool=pool.describe(),
+        sources=sources,
+        selection=cfg.steal.selection,
+        requests=-(-would_send // batch) if batch else None,
+        estimated_cost=round(would_send / 1000 * price_per_1000, 6),
+    )
 
 
 def write_steal_json(run: RunDir, summary: StealSummary | None, ledger: Any) -> None:
@@ -197,29 +268,54 @@ def evaluate_stage(
     *,
     command: str | None = None,
     oracle: Oracle | None = None,
+    allow_other_oracle: bool = False,
     **http_options: Any,
 ) -> EvalResult:
-    """Score the run's copycat against the oracle on ``cfg.test_set``; writes ``eval.json``."""
+    """Score the run's copycat against the oracle on ``cfg.test_set``; writes ``eval.json``.
+
+    An empty ``cfg.oracle`` means the oracle the run's steal recorded in ``config.json``;
+    another oracle, or one whose fingerprint differs from the answers', is refused unless
+    ``allow_other_oracle``. The HTTP cost ledger of the test-set queries goes into
+    ``eval.json``.
+    """
+    from copycat.evaluate.provenance import check_fingerprint, check_test_set, choose_oracle
+
     run = RunDir.at(cfg.run_dir)
-    oracle = oracle or parse_oracle_spec(cfg.oracle, output="label", **http_options)
-    copycat = load_copycat(run)
-    test = load_labelled(cfg.test_set, input_shape=oracle.input_shape)
+    recorded = run.read_config().get("steal", {}).get("oracle")
+    spec = choose_oracle(cfg.oracle, recorded, run=str(run.root), allow_other=allow_other_oracle)
+    copycat = load_copycat(run)  # before any query: no copycat, nothing to pay for
+    device = resolve_device(cfg.train.device)
+    http = experiment_http(spec, cfg, http_options)
+    oracle = oracle or parse_oracle_spec(spec, output="label", device=str(device), **http)
     budget = queries = None
+    matches: bool | None = None
     if run.store.is_file():
         with AnswerStore(run.store) as store:
             queries = store.count()
             meta = store.meta()
-            budget = int(meta["budget"]) if "budget" in meta else None
-    res = evaluate(
-        copycat,
-        test_set=test,
-        oracle=oracle,
-        budget=budget,
-        queries=queries,
-        device=resolve_device(cfg.train.device),
+        budget = int(meta["budget"]) if "budget" in meta else None
+        matches = check_fingerprint(
+            oracle.fingerprint,
+            meta.get("fingerprint"),
+            spec=spec,
+            store=str(run.store),
+            allow_other=allow_other_oracle,
+        )
+    test = load_labelled(cfg.test_set, input_shape=oracle.input_shape)
+    card = json.loads(run.copycat_card.read_text())
+    check_test_set(
+        test,
+        input_shape=oracle.input_shape,
+        num_classes=oracle.num_classes,
+        copycat_shape=tuple(card["input_shape"]),
+        copycat_classes=int(card["num_classes"]),
     )
+    res = evaluate(
+        copycat, test_set=test, oracle=oracle, budget=budget, queries=queries, device=device
+    )
+    res = replace(res, oracle=spec, oracle_matches_run=matches)
     res.save(run.eval_json)
-    run.record("evaluate", {"oracle": cfg.oracle, "test_set": cfg.test_set}, command)
+    run.record("evaluate", {"oracle": spec, "test_set": cfg.test_set}, command)
     return res
 
 

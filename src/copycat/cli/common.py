@@ -71,8 +71,11 @@ def progress() -> Progress:
     )
 
 
-def step_bar(bar: Progress, epochs: int, label: str) -> Callable[..., None]:
-    """A training progress callback (epoch, step, steps, loss, agreement) drawing on ``bar``."""
+def step_bar(
+    bar: Progress, epochs: int, label: str, *, metric: str = "agreement"
+) -> Callable[..., None]:
+    """A training progress callback (epoch, step, steps, loss, agreement) drawing on ``bar``;
+    ``metric`` names the match with the training labels (``accuracy`` on true labels)."""
     task = bar.add_task(label, total=None, info="")
 
     def on_step(epoch: int, step: int, steps: int, loss: float, agree: float) -> None:
@@ -80,7 +83,7 @@ def step_bar(bar: Progress, epochs: int, label: str) -> Callable[..., None]:
             task,
             total=epochs * steps,
             completed=epoch * steps + step,
-            info=f"epoch {epoch + 1}/{epochs} loss {loss:.3f} agreement {agree:.3f}",
+            info=f"epoch {epoch + 1}/{epochs} loss {loss:.3f} {metric} {agree:.3f}",
         )
 
     return on_step

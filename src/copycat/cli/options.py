@@ -51,7 +51,11 @@ QueryBatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per que
 PoolSeedOpt = Annotated[int, typer.Option("--seed", help="Pool seed (same seed = resumable).")]
 AugmentOpt = Annotated[bool, typer.Option(help="Query-time augmentation.")]
 InvertOpt = Annotated[
-    float, typer.Option(help="Probability of inverting an image (-1: the pool's default).")
+    float | None,
+    typer.Option(
+        help=f"Probability of inverting an image (default: {POOL.augment.invert}).",
+        show_default=False,
+    ),
 ]
 SelectionOpt = Annotated[
     str,
@@ -71,6 +75,26 @@ TrainAugmentOpt = Annotated[bool, typer.Option(help="Shift and flip the answers 
 # -- evaluate / run / target -----------------------------------------------------------------
 TestSetOpt = Annotated[
     str, typer.Option(help="fashion-mnist:test or folder:PATH (ImageFolder layout).")
+]
+EvalOracleOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--oracle",
+        help=f"The target: {ORACLES.usages()}. Default: the one the run's steal recorded.",
+    ),
+]
+AllowOtherOracleOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Score against another oracle than the run's (or one whose fingerprint changed)."
+    ),
+]
+DryRunOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Show what would be sent (count, shape, sources) and what it would cost; "
+        "send nothing billable and write nothing."
+    ),
 ]
 ConfigFileOpt = Annotated[Path, typer.Option("--config", help="Experiment TOML (see configs/).")]
 DatasetOpt = Annotated[str, typer.Option(help="Labelled dataset: fashion-mnist.")]

@@ -19,6 +19,7 @@ from copycat.cli.options import (
     POOL,
     STEAL,
     TRAIN,
+    AllowOtherOracleOpt,
     ApiKeyEnvOpt,
     ArchOpt,
     AugmentOpt,
@@ -27,7 +28,9 @@ from copycat.cli.options import (
     ConcurrencyOpt,
     ConfigFileOpt,
     DeviceOpt,
+    DryRunOpt,
     EpochsOpt,
+    EvalOracleOpt,
     InputShapeOpt,
     InvertOpt,
     LabelMapOpt,
@@ -102,7 +105,7 @@ def steal_cmd(
     batch_size: QueryBatchOpt = STEAL.batch_size,
     seed: PoolSeedOpt = POOL.seed,
     augment: AugmentOpt = POOL.augment.enabled,
-    invert: InvertOpt = -1.0,
+    invert: InvertOpt = None,
     selection: SelectionOpt = STEAL.selection,
     device: DeviceOpt = TRAIN.device,
     api_key_env: ApiKeyEnvOpt = HTTP.api_key_env,
@@ -119,6 +122,7 @@ def steal_cmd(
     send_as: SendAsOpt = HTTP.send_as,
     max_billed: MaxBilledOpt = STEAL.max_billed,
     max_cost: MaxCostOpt = None,
+    dry_run: DryRunOpt = False,
 ) -> None:
     """Query the oracle with pool images under a budget; resumable at any moment."""
     from copycat.pipeline import open_oracle, steal_stage
@@ -140,7 +144,7 @@ def steal_cmd(
     )
     with errors():
         aug = dataclasses.replace(
-            POOL.augment, enabled=augment, invert=POOL.augment.invert if invert < 0 else invert
+            POOL.augment, enabled=augment, invert=POOL.augment.invert if invert is None else invert
         )
         cfg = experiment(
             run_dir,
@@ -156,6 +160,9 @@ def steal_cmd(
             ),
             train=dataclasses.replace(TRAIN, device=device),
         )
+        if dry_run:
+            show_plan(cfg, price_per_1000=price_per_1000, http=http)
+            return
         with progress() as bar:
             task = bar.add_task("steal", total=budget, info="")
 
@@ -186,6 +193,27 @@ def steal_cmd(
             *cost,
         ],
     )
+
+
+def show_plan(cfg: ExperimentConfig, *, price_per_1000: float, http: dict[str, Any]) -> None:
+    """Print what ``steal`` would send and cost (``--dry-run``); nothing billable is sent."""
+    from copycat.pipeline import steal_plan
+
+    opts = {k: v for k, v in http.items() if k != "price_per_1000"}
+    p = steal_plan(cfg, price_per_1000=price_per_1000, **opts)
+    rows: list[tuple[str, Any]] = [
+        ("would send (images)", p.would_send),
+        ("already answered", p.answered),
+        ("budget", p.budget),
+        ("input shape", "x".join(map(str, p.input_shape))),
+        ("classes", p.num_classes),
+        ("pool", p.pool),
+        *[(f"source {i + 1}", s) for i, s in enumerate(p.sources)],
+        ("selection", p.selection),
+        ("requests (at least)", p.requests if p.requests is not None else "local oracle"),
+        ("estimated cost (before retries)", p.estimated_cost),
+    ]
+    table(f"steal --dry-run {cfg.run_dir}: nothing sent", rows)
 
 
 def train_cmd(
@@ -235,7 +263,7 @@ def train_cmd(
 def evaluate_cmd(
     ctx: typer.Context,
     run_dir: RunDirOpt,
-    oracle: OracleOpt,
+    oracle: EvalOracleOpt = None,
     test_set: TestSetOpt = ExperimentConfig().test_set,
     device: DeviceOpt = TRAIN.device,
     api_key_env: ApiKeyEnvOpt = HTTP.api_key_env,
@@ -249,12 +277,18 @@ def evaluate_cmd(
     input_shape: InputShapeOpt = None,
     num_classes: NumClassesOpt = None,
     send_as: SendAsOpt = HTTP.send_as,
+    allow_other_oracle: AllowOtherOracleOpt = False,
+    price_per_1000: PriceOpt = HTTP.price_per_1000,
 ) -> None:
     """Score copycat and oracle on a labelled test set; writes eval.json."""
     from copycat.pipeline import evaluate_stage
+    from copycat.runs import RunDir
 
+    # the oracle defaults to the one the run's steal recorded
+    recorded = RunDir.at(run_dir).read_config().get("steal", {}).get("oracle", "")
     http = http_options(
-        oracle,
+        oracle or recorded,
+        price_per_1000=price_per_1000,
         api_key_env=api_key_env,
         concurrency=concurrency,
         max_qps=max_qps,
@@ -269,9 +303,14 @@ def evaluate_cmd(
     )
     with errors():
         cfg = experiment(
-            run_dir, oracle, test_set=test_set, train=dataclasses.replace(TRAIN, device=device)
+            run_dir,
+            oracle or "",
+            test_set=test_set,
+            train=dataclasses.replace(TRAIN, device=device),
         )
-        r = evaluate_stage(cfg, command=command_line(ctx), **http)
+        r = evaluate_stage(
+            cfg, command=command_line(ctx), allow_other_oracle=allow_other_oracle, **http
+        )
     table(
         f"evaluate {run_dir}",
         [
@@ -282,6 +321,7 @@ def evaluate_cmd(
             ("copycat macro-F1", r.copycat_macro_f1),
             ("performance (macro-F1)", r.performance_macro_f1),
             ("agreement", r.agreement),
+            *[(f"test queries: {k.replace('_', ' ')}", v) for k, v in (r.cost or {}).items()],
         ],
     )
 
@@ -304,7 +344,7 @@ def run_cmd(ctx: typer.Context, config: ConfigFileOpt) -> None:
         cfg = load_experiment(config)
         with progress() as bar:
             target_bar = (
-                step_bar(bar, cfg.target.train.epochs, "target")
+                step_bar(bar, cfg.target.train.epochs, "target", metric="accuracy")
                 if cfg.target is not None and needs_target(cfg)
                 else None
             )

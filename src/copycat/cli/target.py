@@ -35,7 +35,9 @@ def target_train(
 
     cfg = dataclasses.replace(TARGET.train, epochs=epochs, arch=arch, seed=seed, device=device)
     with errors(), progress() as bar:
-        res = train_target_on(dataset, out=out, config=cfg, on_step=step_bar(bar, epochs, "target"))
+        res = train_target_on(
+            dataset, out=out, config=cfg, on_step=step_bar(bar, epochs, "target", metric="accuracy")
+        )
     table(
         f"target {out}",
         [

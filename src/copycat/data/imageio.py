@@ -15,8 +15,9 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 40_000_000
-# The header check below is ours; PIL's own guard would raise for the same files mid-decode.
-Image.MAX_IMAGE_PIXELS = None
+# Pillow's process-wide guard (Image.MAX_IMAGE_PIXELS) is left as the application set it: our
+# bound is the header check in decode_image, and a file beyond Pillow's own limit is refused by
+# Pillow first; both are reported as "too large".
 
 
 class ImageDecodeError(Exception):
@@ -80,6 +81,8 @@ def decode_image(
                 img = _to_rgba_or_rgb(ImageOps.exif_transpose(im) or im)
     except ImageDecodeError:
         raise
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError("too large", str(exc)) from exc
     except UnidentifiedImageError as exc:
         raise ImageDecodeError("not an image", str(exc)) from exc
     except (
@@ -87,7 +90,6 @@ def decode_image(
         ValueError,
         SyntaxError,
         EOFError,
-        Image.DecompressionBombError,
         MemoryError,
     ) as exc:
         raise ImageDecodeError("corrupt", f"{type(exc).__name__}: {exc}") from exc

@@ -16,7 +16,10 @@ from torch import nn
 
 from copycat.data.datasets import LabelledSet
 from copycat.evaluate.metrics import Metrics, classification_metrics
+from copycat.evaluate.provenance import check_test_set, ledger_dict
 from copycat.oracles.base import Oracle
+from copycat.redact import redact_text
+from copycat.runs import write_atomic
 from copycat.train.fit import predict
 
 log = logging.getLogger(__name__)
@@ -40,9 +43,18 @@ class EvalResult:
     queries: int | None
     target: Metrics
     copycat: Metrics
+    # The HTTP cost ledger of the test-set queries (None for local oracles).
+    cost: dict[str, float | int] | None = None
+    oracle: str | None = None
+    # False when scored against another oracle than the answers came from (allowed by flag).
+    oracle_matches_run: bool | None = None
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        """Written atomically, with any credential in the oracle's URL masked."""
+        data = asdict(self)
+        if isinstance(data.get("oracle"), str):
+            data["oracle"] = redact_text(data["oracle"])
+        write_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def oracle_labels(oracle: Oracle, images: torch.Tensor, *, batch_size: int = 512) -> torch.Tensor:
@@ -65,13 +77,14 @@ def evaluate(
     queries: int | None = None,
     device: torch.device | None = None,
 ) -> EvalResult:
-    """Score ``copycat`` and ``oracle`` on ``test_set`` and compare them."""
+    """Score ``copycat`` and ``oracle`` on ``test_set`` and compare them.
+
+    A test set that does not fit the oracle (shape, class count, labels) raises
+    :class:`~copycat.errors.DataError` before any query; ``cost`` holds the oracle's HTTP
+    ledger of the test-set queries when it keeps one.
+    """
     k = oracle.num_classes
-    if len(test_set.class_names) != k:
-        raise ValueError(
-            f"test set {test_set.name} has {len(test_set.class_names)} classes, "
-            f"the oracle {k}; use the test set of the oracle's task"
-        )
+    check_test_set(test_set, input_shape=oracle.input_shape, num_classes=k)
     dev = device or torch.device("cpu")
     copy_pred = predict(copycat.to(dev), test_set.images, device=dev).argmax(1)
     target_pred = oracle_labels(oracle, test_set.images)
@@ -93,6 +106,7 @@ def evaluate(
         queries=queries,
         target=t,
         copycat=c,
+        cost=ledger_dict(oracle),
     )
     log.info(
         "target acc %.4f, copycat acc %.4f, performance %.4f, agreement %.4f",

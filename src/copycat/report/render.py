@@ -32,6 +32,7 @@ def render_report(run: RunDir) -> Path:
     lines = [f"# Copycat report: `{run.root}`", ""]
     lines += _result(ev)
     lines += _queries(run)
+    lines += _evaluation_cost(ev)
     lines += _fake_dataset(run, ev["class_names"])
     lines += _training(run)
     lines += _per_class(run, ev)
@@ -100,6 +101,23 @@ def _queries(run: RunDir) -> list[str]:
     lines += [f"| {k.replace('_', ' ')} | {_fmt(st[k], 2)} |" for k in _QUERY_KEYS if k in st]
     for key, value in total.items():
         lines.append(f"| all runs: {key.replace('_', ' ')} | {_fmt(value, 2)} |")
+    return [*lines, ""]
+
+
+def _evaluation_cost(ev: dict[str, Any]) -> list[str]:
+    """The HTTP cost ledger of the test-set queries, when the oracle kept one."""
+    cost = ev.get("cost")
+    lines: list[str] = []
+    if ev.get("oracle_matches_run") is False:
+        lines += [
+            f"**Scored against another oracle** (`{ev.get('oracle')}`) than the one the "
+            "answers came from (`--allow-other-oracle`).",
+            "",
+        ]
+    if not cost:
+        return lines
+    lines += ["## Evaluation queries (test set)", "", "| | |", "|---|---|"]
+    lines += [f"| {k.replace('_', ' ')} | {_fmt(v, 2)} |" for k, v in cost.items()]
     return [*lines, ""]
 
 

@@ -62,7 +62,9 @@ def train_target(
     model = init_model(
         config.arch, train_set.images, num_classes=len(train_set.class_names), seed=config.seed
     )
-    result = fit(model, train_set.images, train_set.labels, config=config, on_step=on_step)
+    result = fit(
+        model, train_set.images, train_set.labels, config=config, on_step=on_step, metric="accuracy"
+    )
     device = resolve_device(config.device)
     pred = predict(model, test_set.images, device=device).argmax(1)
     m = classification_metrics(test_set.labels, pred, num_classes=len(train_set.class_names))

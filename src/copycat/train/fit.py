@@ -8,6 +8,7 @@ resume. Checkpoints are plain dicts of tensors and numbers, loaded with ``weight
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -87,10 +88,14 @@ class _Loop:
     cfg_dict: dict[str, Any]
     steps: int
     n: int
+    digest: str = ""
     history: list[dict[str, float]] = field(default_factory=list)
     best: float | None = None
     start_epoch: int = 0
     seen: int = 0
+    # The global RNG states (dropout draws from them) to continue from on resume.
+    rng_cpu: torch.Tensor | None = None
+    rng_cuda: list[torch.Tensor] | None = None
 
 
 def fit(
@@ -102,36 +107,41 @@ def fit(
     val: tuple[torch.Tensor, torch.Tensor] | None = None,
     checkpoint_dir: Path | None = None,
     on_step: StepFn | None = None,
+    metric: str = "agreement",
 ) -> FitResult:
     """Train ``model`` on ``images`` (N, C, H, W) uint8 with ``targets``: hard labels (N,)
     int64, or soft labels (N, K) float32 rows summing to 1.
 
     ``val`` (images, labels) is scored by agreement each epoch; the best epoch goes to
     ``best.pt``. With ``checkpoint_dir`` holding a ``last.pt`` of the same configuration,
-    training resumes after its epoch.
+    training resumes after its epoch, bit for bit as if never interrupted (every random state
+    travels in ``last.pt``); a ``last.pt`` made on other data is refused. ``metric`` names what
+    the training-label match is in the log: ``agreement`` with an oracle's answers,
+    ``accuracy`` with true labels.
     """
     loop = _setup(model, len(images), config=config)
+    loop.digest = data_digest(images, targets, val)
     if checkpoint_dir is not None:
         _resume(loop, checkpoint_dir / "last.pt")
     t_all = time.perf_counter()
-    # Dropout draws from torch's global generator; fork it so we stay seeded yet leave the
-    # caller's random state untouched.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed + loop.start_epoch)
+    cuda = [loop.device.index or 0] if loop.device.type == "cuda" else []
+    # Dropout draws from torch's global generators; fork them so we stay seeded yet leave the
+    # caller's random state untouched. A resumed run continues from the states in last.pt, so
+    # it draws exactly the masks an uninterrupted run would have drawn.
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(config.seed)
+        if loop.rng_cpu is not None:
+            torch.set_rng_state(loop.rng_cpu)
+        if cuda and loop.rng_cuda:
+            torch.cuda.set_rng_state(loop.rng_cuda[0], cuda[0])
         for epoch in range(loop.start_epoch, config.epochs):
             row = _train_epoch(loop, epoch, images, targets, on_step=on_step)
-            if val is not None and len(val[0]):
+            has_val = val is not None and len(val[0]) > 0
+            if val is not None and has_val:
                 pred = predict(loop.model, val[0], device=loop.device).argmax(1)
                 row["val_agreement"] = float((pred == val[1]).float().mean())
             loop.history.append(row)
-            log.info(
-                "epoch %d/%d loss %.4f agreement %.4f val %.4f",
-                epoch + 1,
-                config.epochs,
-                row["train_loss"],
-                row["train_agreement"],
-                row["val_agreement"],
-            )
+            _log_epoch(row, config.epochs, metric=metric, has_val=has_val)
             if checkpoint_dir is not None:
                 _checkpoint(loop, epoch, row, checkpoint_dir, has_val=val is not None)
             elif val is not None and (loop.best is None or row["val_agreement"] >= loop.best):
@@ -143,6 +153,30 @@ def fit(
         seconds=seconds,
         samples_per_s=loop.seen / seconds if seconds > 0 else 0.0,
     )
+
+
+def data_digest(
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    val: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> str:
+    """SHA-256 of the training data (images, targets and held-out set: shapes, dtypes, bytes),
+    so a checkpoint is never resumed on other answers of the same size."""
+    h = hashlib.sha256()
+    for t in (images, targets, *(val or ())):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{tuple(t.shape)}{t.dtype};".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def _log_epoch(row: dict[str, float], epochs: int, *, metric: str, has_val: bool) -> None:
+    msg = "epoch %d/%d loss %.4f " + metric + " %.4f"
+    args: list[Any] = [int(row["epoch"]), epochs, row["train_loss"], row["train_agreement"]]
+    if has_val:
+        msg += " val %.4f"
+        args.append(row["val_agreement"])
+    log.info(msg, *args)
 
 
 def _setup(model: nn.Module, n: int, *, config: TrainConfig) -> _Loop:
@@ -176,15 +210,21 @@ def _resume(loop: _Loop, last: Path) -> None:
     same = {k: v for k, v in ck["config"].items() if k != "device"} == {
         k: v for k, v in loop.cfg_dict.items() if k != "device"
     }
-    if not same or ck.get("num_samples") != loop.n:
+    if not same or ck.get("num_samples") != loop.n or ck.get("data_digest") != loop.digest:
         raise CheckpointError(
             f"{last} was made with another configuration or fake dataset; "
             "delete the checkpoints folder to retrain from scratch"
+        )
+    if "rng_cpu" not in ck:
+        raise CheckpointError(
+            f"{last} holds no random states (an older copycat made it), so resuming it would "
+            "not be exact; delete the checkpoints folder to retrain from scratch"
         )
     loop.model.load_state_dict(ck["model"])
     loop.opt.load_state_dict(ck["optimizer"])
     loop.sched.load_state_dict(ck["scheduler"])
     loop.gen.set_state(ck["generator"])
+    loop.rng_cpu, loop.rng_cuda = ck["rng_cpu"], ck.get("rng_cuda") or None
     loop.history, loop.best = ck["history"], ck["best_val_agreement"]
     loop.start_epoch = ck["epoch"] + 1
     log.info("resuming training at epoch %d from %s", loop.start_epoch + 1, last)
@@ -267,5 +307,13 @@ def _checkpoint(
             "history": loop.history,
             "best_val_agreement": loop.best,
             "num_samples": loop.n,
+            "data_digest": loop.digest,
+            # Global RNG states after this epoch: dropout continues from them on resume.
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": (
+                [torch.cuda.get_rng_state(loop.device.index or 0)]
+                if loop.device.type == "cuda"
+                else []
+            ),
         },
     )

@@ -1,0 +1,36 @@
+"""Benchmark scripts fail fast: a missing optional dependency is named, with the command that
+installs it, before any target is trained or any pool is built."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .http_support import env_with_src
+
+PEERS = Path(__file__).resolve().parents[1] / "benchmarks" / "peers.py"
+
+# ``sys.modules["art"] = None`` makes ART missing in the child whether or not it is installed.
+WITHOUT_ART = """
+import runpy, sys
+sys.modules["art"] = None
+sys.argv = [sys.argv[1], "--quick", "--work", sys.argv[2]]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_peers_names_the_missing_art_before_any_work(tmp_path: Path) -> None:
+    t0 = time.perf_counter()
+    res = subprocess.run(
+        [sys.executable, "-c", WITHOUT_ART, str(PEERS), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env_with_src(COPYCAT_BENCH_CACHE=str(tmp_path / "cache")),
+    )
+    assert res.returncode != 0
+    assert "pip install adversarial-robustness-toolbox" in res.stderr, res.stderr[-2000:]
+    assert not (tmp_path / "cache").exists() and not any(tmp_path.glob("peers/*"))
+    assert time.perf_counter() - t0 < 60
