@@ -210,8 +210,9 @@ def test_status_shows_answers_budget_labels_and_stages(victim_dir: Path, tmp_pat
     _ok(["steal", "--oracle", f"torch:{victim_dir}", "--pool", "noise", "--budget", "64",
          "--selection", "random", "--run-dir", str(run), "--device", "cpu"])  # fmt: skip
     out = _ok(["status", str(run)])
-    for text in ("answered", "64", "budget", "no ledger", "imbalance", "rarest class"):
+    for text in ("answered", "64", "budget", "billed images", "imbalance", "rarest class"):
         assert text in out, text
+    assert re.search(r"billed images\s*│\s*64\b", out)  # read from the store's ledger
     assert re.search(r"steal done\s*│\s*yes", out) and re.search(r"train done\s*│\s*no", out)
     res = runner.invoke(app, ["status", str(tmp_path / "nowhere")])
     assert res.exit_code == 2 and "does not exist" in res.output

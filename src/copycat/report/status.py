@@ -62,10 +62,12 @@ def run_status(run_dir: str | Any) -> RunStatus:
     steal_json = _read_json(run.root / "steal.json")
     ev = _read_json(run.eval_json)
     answered, budget, hist = 0, None, []
+    ledger: dict[str, int] = {}
     if run.store.is_file():
         with AnswerStore(run.store) as store:
             meta = store.meta()
             answered = store.count()
+            ledger = store.ledger_totals()  # the store's request ledger: survives any kill
             budget = int(meta["budget"]) if "budget" in meta else None
             if "num_classes" in meta:
                 hist = store.label_histogram(int(meta["num_classes"]))
@@ -75,8 +77,11 @@ def run_status(run_dir: str | Any) -> RunStatus:
     if len(names) != len(hist):
         names = [str(i) for i in range(len(hist))]
     total = steal_json.get("total", {})
-    billed = total.get("billed_images", steal_json.get("billed_images"))
+    billed = ledger.get("billed_images", total.get("billed_images"))
     cost = total.get("estimated_cost", steal_json.get("estimated_cost"))
+    price = total.get("price_per_1000")
+    if billed is not None and price is not None:  # priced at the last steal's rate
+        cost = round(billed * float(price) / 1000.0, 6)
     epochs_done = None
     if (run.checkpoints / "last.pt").is_file() and run.metrics.is_file():
         epochs_done = max(0, len(run.metrics.read_text().splitlines()) - 1)
