@@ -163,7 +163,9 @@ def bytes_elements(raw: bytes, *, limit: int) -> list[bytes]:
     i = 0
     while i < len(raw):
         if len(out) == limit:
-            raise ApiError(413, f"batch of more than {limit} images exceeds the limit; split it")
+            raise ApiError(
+                413, f"batch of more than {limit} images exceeds the limit of {limit}; split it"
+            )
         if i + 4 > len(raw):
             raise ApiError(400, f"BYTES element {len(out)} is cut short (a 4-byte length needed)")
         (n,) = struct.unpack("<I", raw[i : i + 4])
