@@ -283,4 +283,13 @@ def serve(
             "serving on %s without an API key: anyone who can reach it may query it", cfg.host
         )
     app = create_app(model, config=cfg, api_key=api_key, faults=faults)
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=log_level, access_log=False)
+    # proxy_headers=False: uvicorn would otherwise take X-Forwarded-For from any loopback peer;
+    # the client address comes from a proxy's header only with --trusted-proxy-header.
+    uvicorn.run(
+        app,
+        host=cfg.host,
+        port=cfg.port,
+        log_level=log_level,
+        access_log=False,
+        proxy_headers=False,
+    )
