@@ -170,6 +170,12 @@ def test_inconsistent_binary_requests_get_clear_errors(
     assert server.served_images() == before
 
 
+def test_binary_body_without_the_header_names_it(server: Server) -> None:
+    blob = json.dumps(_tensor([1, 1, 28, 28], "UINT8", 784)).encode() + bytes(784)
+    r = httpx.post(server.url + "/v2/models/quad/infer", content=blob)
+    assert r.status_code == 400 and HEADER in r.json()["error"]
+
+
 def test_binary_images_are_counted_from_their_headers_before_decoding(server: Server) -> None:
     def fake_png(w: int, h: int) -> bytes:  # a header only: decoding it would fail with a 400
         ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)

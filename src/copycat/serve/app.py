@@ -38,13 +38,12 @@ from copycat.oracles.local import TorchOracle
 from copycat.oracles.outputs import restrict
 from copycat.serve import wire
 from copycat.serve.decode import (
-    InferRequest,
     PredictRequest,
     b64_items,
     plan_encoded,
     plan_images,
 )
-from copycat.serve.faults import FaultInjector, FaultPlan
+from copycat.serve.faults import FaultPlan, with_fault_control
 from copycat.serve.guards import ApiError, Guard, QueryLog, parse_body, read_body
 
 log = logging.getLogger(__name__)
@@ -137,11 +136,7 @@ def create_app(
         guard(request, model, costly=True)
         check_version(version)
         body = await read_body(request, max_bytes=cfg.max_body_bytes)
-        head, tail = wire.split_body(body, request.headers.get(wire.HEADER))
-        req: InferRequest = parse_body(head, InferRequest)
-        if len(req.inputs) != 1:
-            raise ApiError(400, f"expected one input tensor (the images), got {len(req.inputs)}")
-        raw = wire.binary_inputs(req.inputs, tail)[0]
+        req, raw = wire.read_request(body, request.headers.get(wire.HEADER))
         binary = wire.binary_wanted(req)
         planned = await run_in_threadpool(
             plan_images,
@@ -189,19 +184,7 @@ def create_app(
 
     if faults is not None:
         log.warning("fault injection is on (test only): %s", faults)
-        injector = FaultInjector(app, faults)
-
-        @app.put("/_faults")
-        async def replace_faults(request: Request) -> dict[str, str]:
-            guard(request)  # the API key first, like every other route
-            body = await read_body(request, max_bytes=64 * 1024)
-            try:
-                injector.replace(FaultPlan.from_json(body.decode("utf-8", "replace") or "{}"))
-            except ConfigError as exc:
-                raise ApiError(400, str(exc)) from exc
-            return {"faults": "replaced"}
-
-        return injector
+        return with_fault_control(app, faults, guard=guard)
     return app
 
 

@@ -21,7 +21,10 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from fastapi import Request
+
 from copycat.errors import ConfigError
+from copycat.serve.guards import ApiError, Guard, read_body
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -141,3 +144,21 @@ async def _send(
     hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": hdrs + (headers or [])})
     await send({"type": "http.response.body", "body": body})
+
+
+def with_fault_control(app: Any, plan: FaultPlan, *, guard: Guard) -> FaultInjector:
+    """``app`` wrapped in a :class:`FaultInjector`, with ``PUT /_faults`` (a plan's JSON) to
+    replace its plan; that route passes ``guard`` (the API key) first, like every other."""
+    injector = FaultInjector(app, plan)
+
+    @app.put("/_faults")
+    async def replace_faults(request: Request) -> dict[str, str]:
+        guard(request)
+        body = await read_body(request, max_bytes=64 * 1024)
+        try:
+            injector.replace(FaultPlan.from_json(body.decode("utf-8", "replace") or "{}"))
+        except ConfigError as exc:
+            raise ApiError(400, str(exc)) from exc
+        return {"faults": "replaced"}
+
+    return injector

@@ -17,7 +17,7 @@ import numpy as np
 from fastapi.responses import JSONResponse, Response
 
 from copycat.serve.decode import InferInput, InferRequest
-from copycat.serve.guards import ApiError
+from copycat.serve.guards import ApiError, parse_body
 
 HEADER = "Inference-Header-Content-Length"
 EXTENSION = "binary_tensor_data"
@@ -38,6 +38,20 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
             "send the header's exact length",
         )
     return body[:n], body[n:]
+
+
+def read_request(body: bytes, header_length: str | None) -> tuple[InferRequest, bytes | None]:
+    """The request and its one input's raw bytes (None when it came as JSON ``data``)."""
+    head, tail = split_body(body, header_length)
+    try:
+        req: InferRequest = parse_body(head, InferRequest)
+    except ApiError as exc:
+        if header_length is None and "trailing characters" in exc.message:
+            exc.message += f"; binary tensors after the JSON need the {HEADER} header"
+        raise
+    if len(req.inputs) != 1:
+        raise ApiError(400, f"expected one input tensor (the images), got {len(req.inputs)}")
+    return req, binary_inputs(req.inputs, tail)[0]
 
 
 def _binary_size(inp: InferInput) -> int | None:
