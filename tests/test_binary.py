@@ -75,6 +75,9 @@ def test_tritonclient_default_infer_is_binary_both_ways(server: Server, local: T
     assert result.as_numpy("label").tolist() == want.labels.tolist()
     assert np.allclose(result.as_numpy("probs"), want.probs.numpy(), atol=1e-6)
     assert result.as_numpy("probs").shape == (4, 4)
+    again = client.infer("quad", inputs=[inp], model_version="1")  # type: ignore[attr-defined]
+    assert again.as_numpy("label").tolist() == want.labels.tolist()
+    assert client.is_model_ready("quad", "1") and not client.is_model_ready("quad", "2")  # type: ignore[attr-defined]
 
 
 def test_tritonclient_json_in_and_out(server: Server, local: TorchOracle) -> None:

@@ -19,9 +19,9 @@ from copycat.config import ServeConfig
 from copycat.errors import ConfigError
 from copycat.oracles.local import TorchOracle
 from copycat.serve.app import serve
-from copycat.serve.decode import image_size
+from copycat.serve.decode import image_size, plan_encoded
 from copycat.serve.faults import FaultPlan
-from copycat.serve.guards import RateLimiter
+from copycat.serve.guards import ApiError, RateLimiter
 
 from .http_support import Server, env_with_src, running_server, synthetic_set, tiny_target
 
@@ -327,3 +327,18 @@ def test_fault_control_needs_the_api_key_and_is_off_the_help(
     assert "--faults" not in out
     with pytest.raises(ConfigError, match="loopback"):
         serve(target, config=ServeConfig(host="0.0.0.0"), faults=FaultPlan())
+
+
+def test_a_jpeg_with_a_second_larger_frame_header_is_refused_before_decoding() -> None:
+    buf = io.BytesIO()
+    Image.new("L", (8, 8)).save(buf, format="JPEG")
+    raw = buf.getvalue()
+    i = raw.index(b"\xff\xc0")  # the start-of-frame segment; Pillow keeps the last one it reads
+    (n,) = struct.unpack(">H", raw[i + 2 : i + 4])
+    second = bytearray(raw[i : i + 2 + n])
+    second[5:9] = struct.pack(">HH", 5000, 5000)
+    evil = raw[: i + 2 + n] + bytes(second) + raw[i + 2 + n :]
+    planned = plan_encoded([evil], (1, 28, 28), max_batch=4, max_pixels=10**6)
+    assert planned.pixels == 64  # the header reader saw the first frame header
+    with pytest.raises(ApiError, match="two sizes"):
+        planned.decode()

@@ -113,6 +113,8 @@ def decode_image(raw: bytes, shape: tuple[int, int, int], i: int) -> torch.Tenso
     """PNG/JPEG bytes (header already checked) as a (C, H, W) uint8 tensor fitted to ``shape``."""
     try:
         with Image.open(io.BytesIO(raw), formats=["PNG", "JPEG"]) as im:
+            if im.size != image_size(raw):  # e.g. a second JPEG frame header, larger than the first
+                raise ApiError(400, f"image {i} declares two sizes ({im.size}, {image_size(raw)})")
             im.load()
             return fit_to_shape(im.convert("RGB"), shape)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
