@@ -10,10 +10,12 @@ port, no query log, 64 MiB bodies). Then, for each encoding (``json``: UINT8 num
 request and ``--concurrency`` requests in flight, it measures images answered per second by
 
 - bare: threads posting one pre-encoded request in a loop (httpx.Client), reading the reply;
-- oracle: ``OipOracle.query`` with ``--send-as json|binary`` on float batches of
-  ``2 * batch * concurrency`` images: encodes every request, parses and reassembles answers;
+- oracle: ``OipOracle.query`` with ``--send-as json`` or ``auto`` (the default, which must find
+  the server's ``binary_tensor_data`` extension) on float batches of ``2 * batch *
+  concurrency`` images: encodes every request, parses and reassembles answers;
 - steal: the whole query stage (``copycat.steal.loop.steal``: noise pool, content hashing, the
-  SQLite answer store) through the same oracle, for about ``--seconds`` worth of images;
+  SQLite answer store; steal batches of ``batch * concurrency``) through the same oracle, for
+  about ``--seconds`` worth of images and at least three batches;
 
 and the request and reply body bytes per image that the oracle put on the wire (httpx event
 hooks; headers not counted). Each cell is the best of ``--repeats`` alternating runs, since the
@@ -149,8 +151,9 @@ def through_oracle(
     spec: str, shape: tuple[int, ...], how: str, batch: int, conc: int, secs: float
 ) -> tuple[float, float, float]:
     """(images/s, request bytes/image, reply bytes/image) through ``OipOracle.query``."""
+    send_as = "auto" if how == "binary" else how  # binary: the default must find the extension
     oracle: Any = build_http_oracle(
-        spec, send_as=how, concurrency=conc, request_batch=batch, timeout=120.0
+        spec, send_as=send_as, concurrency=conc, request_batch=batch, timeout=120.0
     )
     g = torch.Generator().manual_seed(1)
     x = torch.randint(0, 256, (2 * batch * conc, *shape), generator=g).float() / 255
@@ -170,14 +173,16 @@ def through_steal(
     spec: str, shape: tuple[int, int, int], how: str, batch: int, conc: int, budget: int
 ) -> float:
     """Images/s of a whole steal of ``budget`` images (pool, hashing, store) over HTTP."""
+    send_as = "auto" if how == "binary" else how
     oracle: Any = build_http_oracle(
-        spec, send_as=how, concurrency=conc, request_batch=batch, timeout=120.0
+        spec, send_as=send_as, concurrency=conc, request_batch=batch, timeout=120.0
     )
     pool = build_pool(PoolConfig(spec="noise", augment=AugmentConfig(enabled=False)), shape=shape)
     with tempfile.TemporaryDirectory() as tmp, AnswerStore(Path(tmp) / "a.sqlite") as store:
-        cfg = StealConfig(budget=budget, batch_size=2 * batch * conc, selection="random")
+        cfg = StealConfig(budget=budget, batch_size=batch * conc, selection="random")
         t0 = time.perf_counter()
         summary = steal(oracle, pool, store, config=cfg)
+        assert oracle.binary == (how == "binary"), f"asked for {how}, sent binary={oracle.binary}"
         rate = summary.answered / (time.perf_counter() - t0)
     oracle.close()
     return rate
@@ -200,7 +205,7 @@ def measure(args: argparse.Namespace, size: str, tmp: Path) -> list[dict[str, An
                 qb = max(qb, bare(infer, shape, how, b, c, args.seconds))
                 rate, sent, received = through_oracle(spec, shape, how, b, c, args.seconds)
                 qo = max(qo, rate)
-                budget = max(2 * b * c, int(qo * args.seconds) // (2 * b * c) * (2 * b * c))
+                budget = max(3 * b * c, int(qo * args.seconds) // (b * c) * (b * c))
                 qs = max(qs, through_steal(spec, shape, how, b, c, budget))
             row = {"size": size, "encoding": how, "batch": b, "concurrency": c}
             row |= {"bare_ips": qb, "oracle_ips": qo, "steal_ips": qs}
