@@ -43,8 +43,8 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def flaky(target: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One server for the module, its fault plan replaced by each test (none by default)."""
-    env = env_with_src(COPYCAT_FAULTS="{}")
-    with running_server(target, tmp_path_factory.mktemp("srv"), "--output", "probs", env=env) as s:
+    args = ("--output", "probs", "--faults", "{}")
+    with running_server(target, tmp_path_factory.mktemp("srv"), *args) as s:
         yield s
 
 
@@ -142,7 +142,7 @@ def test_steal_completes_through_every_fault_with_exactly_budget_answers(
     led = oracle.ledger.as_dict()  # type: ignore[attr-defined]
     assert led["queries"] == budget and led["requests"] == budget // 8
     assert led["retries"] >= 5 and led["failures"] == led["retries"]
-    assert led["attempts"] == led["requests"] + led["failures"] + 1  # + the metadata read
+    assert led["attempts"] == led["requests"] + led["failures"] + 2  # + model, server metadata
     # Billed: every 2xx reply (malformed ones too); served: slow replies the client gave up on.
     assert led["billed_images"] >= budget and served >= budget
 
@@ -170,7 +170,7 @@ def test_exhausted_retries_keep_paid_answers_and_name_the_cause(
                 steal(o, _pool(), store, config=StealConfig(budget=64, batch_size=32))
             assert store.count() == 8  # the first request was answered, and is committed
         assert err.value.answered is not None and len(err.value.answered) == 8
-        assert o.ledger.attempts == 1 + 1 + 3 * 3  # metadata, the good one, 3 tries x 3
+        assert o.ledger.attempts == 2 + 1 + 3 * 3  # metadata x2, the good one, 3 tries x 3
     finally:
         _faults(flaky)
 

@@ -24,6 +24,7 @@ import pytest
 import torch
 
 from copycat.config import AugmentConfig, PoolConfig, StealConfig
+from copycat.errors import OracleError
 from copycat.oracles.local import TorchOracle
 from copycat.oracles.registry import parse_oracle_spec
 from copycat.pools.pool import build_pool
@@ -173,6 +174,16 @@ def test_steal_from_mlserver_through_the_oip_oracle(
     assert torch.equal(data.labels, want.labels)
     assert data.probs is not None and torch.allclose(data.probs, want.probs, atol=1e-4)
     assert oracle.ledger.queries == 96  # type: ignore[attr-defined]
+    # MLServer's REST API takes JSON tensors only (binary tensors only over gRPC) and lists no
+    # extensions at GET /v2, so the oracle's "auto" falls back to JSON.
+    assert oracle.binary is False  # type: ignore[attr-defined]
+    assert httpx.get(f"{url}/v2").json().get("extensions") == []
+    # Forced binary tensors: MLServer 1.7 fails to parse them as JSON and answers 500.
+    forced = parse_oracle_spec(
+        f"oip+{url}/v2/models/quad", output="probs", send_as="binary", max_retries=0
+    )
+    with pytest.raises(OracleError, match="HTTP 500"):
+        forced.query(data.images[:2].float() / 255)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,9 +15,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from copycat.config import ServeConfig
 from copycat.errors import ConfigError
 from copycat.oracles.local import TorchOracle
+from copycat.serve.app import serve
+from copycat.serve.decode import image_size, plan_encoded
 from copycat.serve.faults import FaultPlan
+from copycat.serve.guards import ApiError, RateLimiter
 
 from .http_support import Server, env_with_src, running_server, synthetic_set, tiny_target
 
@@ -206,3 +211,134 @@ def test_fault_plan_rejects_bad_specs() -> None:
         FaultPlan.from_json('{"explode": 1}')
     with pytest.raises(ConfigError, match="sequence"):
         FaultPlan.from_json('{"sequence": ["boom"]}')
+
+
+def _header_only_png(w: int, h: int) -> str:
+    """A PNG signature and IHDR, no pixel data: decoding it fails, reading its size does not."""
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    raw = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + b"\0" * 4
+    return base64.b64encode(raw).decode()
+
+
+def test_bytes_requests_are_counted_and_sized_before_decoding(keyed: Server) -> None:
+    h = {"X-API-Key": KEY}
+    url = keyed.url + "/v2/models/quad/infer"
+    before = keyed.served_images()
+    # The declared shape says 1 image; the data holds 9 (the limit is 8): counted, not trusted.
+    lie = {"name": "images", "shape": [1], "datatype": "BYTES"}
+    lie["data"] = [_header_only_png(28, 28)] * 9
+    r = httpx.post(url, json={"inputs": [lie]}, headers=h)
+    assert r.status_code == 413 and "limit of 8" in r.json()["error"]
+    # 8 flat 4096x4096 images fit the body but not the pixel budget: 413 before any decoding
+    # (decoding these header-only PNGs would have failed with a 400).
+    flat = {"name": "images", "shape": [8], "datatype": "BYTES"}
+    flat["data"] = [_header_only_png(4096, 4096)] * 8
+    r = httpx.post(url, json={"inputs": [flat]}, headers=h)
+    assert r.status_code == 413 and "--max-request-mp" in r.json()["error"]
+    huge = {"images": [_header_only_png(5000, 5000)]}
+    r = httpx.post(keyed.url + "/predict", json=huge, headers=h)
+    assert r.status_code == 413 and "5000x5000" in r.json()["error"]
+    r = httpx.post(keyed.url + "/predict", json={"images": [_header_only_png(28, 28)]}, headers=h)
+    assert r.status_code == 400 and "PNG/JPEG" in r.json()["error"]
+    assert keyed.served_images() == before
+
+
+@pytest.mark.parametrize(
+    ("size", "mode", "fmt", "opts"),
+    [
+        ((37, 21), "L", "PNG", {}),
+        ((300, 200), "RGB", "JPEG", {}),
+        ((64, 48), "RGB", "JPEG", {"progressive": True}),
+        ((5, 9), "L", "JPEG", {"quality": 50}),
+    ],
+)
+def test_image_size_reads_png_and_jpeg_headers(
+    size: tuple[int, int], mode: str, fmt: str, opts: dict[str, object]
+) -> None:
+    buf = io.BytesIO()
+    Image.new(mode, size).save(buf, format=fmt, **opts)
+    assert image_size(buf.getvalue()) == size
+    assert image_size(b"GIF89a" + bytes(30)) is None
+    assert image_size(buf.getvalue()[:3]) is None
+
+
+def test_rate_limiter_table_is_bounded_least_recent_first() -> None:
+    lim = RateLimiter(0.001, burst=2.0, max_clients=3)
+    for c in ("a", "b", "c", "a", "d"):
+        assert lim.acquire(c) is None
+    assert len(lim) == 3  # "b" was forgotten, the least recently seen
+    assert lim.acquire("a") is not None  # "a" is remembered: its burst of 2 is spent
+    assert lim.acquire("b", 2.0) is None  # "b" starts afresh with a full burst
+    assert lim.acquire("d", 2.0) is not None  # 1 token left; the refused take costs none
+    assert lim.acquire("d") is None and len(lim) == 3
+
+
+def test_image_rate_limit_per_client_behind_a_trusted_proxy(
+    target: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    args = ["--rate-limit-images", "0.5", "--max-batch", "6", "--trusted-proxy-header"]
+    args += ["X-Forwarded-For"]
+    # The old environment switch for fault injection must do nothing now.
+    env = env_with_src(COPYCAT_FAULTS='{"error500": 1.0}')
+    with running_server(target, tmp_path_factory.mktemp("img"), *args, env=env) as s:
+        url = s.url + "/v2/models/quad/infer"
+        a = {"X-Forwarded-For": "203.0.113.9, 10.0.0.1"}  # the proxy appended 10.0.0.1
+        assert httpx.post(url, json=_infer_body(_images(4)), headers=a).status_code == 200
+        r = httpx.post(url, json=_infer_body(_images(4)), headers=a)  # 2 images left: 429
+        assert r.status_code == 429 and "images/s" in r.json()["error"]
+        assert int(r.headers["Retry-After"]) >= 4
+        b = {"X-Forwarded-For": "10.0.0.2"}
+        assert httpx.post(url, json=_infer_body(_images(6)), headers=b).status_code == 200
+        clients = [json.loads(ln)["client"] for ln in s.query_log.read_text().splitlines()]
+        assert clients == ["10.0.0.1", "10.0.0.2"] and s.served_images() == 10
+        assert httpx.put(s.url + "/_faults", content=b"{}").status_code in (404, 405)
+
+
+def test_proxy_header_is_ignored_unless_trusted(keyed: Server) -> None:
+    h = {"X-API-Key": KEY, "X-Forwarded-For": "10.9.9.9"}
+    httpx.post(keyed.url + "/v2/models/quad/infer", json=_infer_body(_images(1)), headers=h)
+    assert json.loads(keyed.query_log.read_text().splitlines()[-1])["client"] == "127.0.0.1"
+
+
+def test_fault_control_needs_the_api_key_and_is_off_the_help(
+    target: Path, tmp_path_factory: pytest.TempPathFactory, keyed: Server
+) -> None:
+    hk = {"X-API-Key": KEY}
+    r = httpx.put(keyed.url + "/_faults", content=b"{}", headers=hk)
+    assert r.status_code in (404, 405)  # no fault injection, no control endpoint
+    args = ["--api-key-env", "TEST_KEY", "--faults", "{}"]
+    with running_server(
+        target, tmp_path_factory.mktemp("fk"), *args, env=env_with_src(TEST_KEY=KEY)
+    ) as s:
+        plan = json.dumps({"error500": 1.0}).encode()
+        assert httpx.put(s.url + "/_faults", content=plan).status_code == 401
+        r = httpx.put(s.url + "/_faults", content=plan, headers={"X-API-Key": "wrong"})
+        assert r.status_code == 401
+        ok = httpx.put(s.url + "/_faults", content=plan, headers={"X-API-Key": KEY})
+        assert ok.status_code == 200
+        r = httpx.post(s.url + "/v2/models/quad/infer", json=_infer_body(_images(1)))
+        assert r.status_code == 500 and "injected" in r.json()["error"]
+    from typer.testing import CliRunner
+
+    from copycat.cli.main import app
+
+    out = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"}).output
+    assert "--rate-limit-images" in out and "--trusted-proxy-header" in out
+    assert "--faults" not in out
+    with pytest.raises(ConfigError, match="loopback"):
+        serve(target, config=ServeConfig(host="0.0.0.0"), faults=FaultPlan())
+
+
+def test_a_jpeg_with_a_second_larger_frame_header_is_refused_before_decoding() -> None:
+    buf = io.BytesIO()
+    Image.new("L", (8, 8)).save(buf, format="JPEG")
+    raw = buf.getvalue()
+    i = raw.index(b"\xff\xc0")  # the start-of-frame segment; Pillow keeps the last one it reads
+    (n,) = struct.unpack(">H", raw[i + 2 : i + 4])
+    second = bytearray(raw[i : i + 2 + n])
+    second[5:9] = struct.pack(">HH", 5000, 5000)
+    evil = raw[: i + 2 + n] + bytes(second) + raw[i + 2 + n :]
+    planned = plan_encoded([evil], (1, 28, 28), max_batch=4, max_pixels=10**6)
+    assert planned.pixels == 64  # the header reader saw the first frame header
+    with pytest.raises(ApiError, match="two sizes"):
+        planned.decode()

@@ -197,9 +197,27 @@ class ServeConfig:
     max_batch: int = 256  # images per request
     max_body_mb: float = 16.0
     query_log: str | None = "query_log.jsonl"
+    rate_limit_images: float | None = None  # images/s per client
+    max_clients: int = 10_000  # clients the rate limiter remembers (least recent forgotten)
+    trusted_proxy_header: str | None = None  # e.g. X-Forwarded-For; only when set
+    max_request_mp: float = 32.0  # megapixels decoded per request, all images together
 
     def __post_init__(self) -> None:
         _check(0 <= self.port <= 65_535, "serve.port", self.port, "0..65535 (0 picks a free one)")
+        _check(
+            self.rate_limit_images is None or self.rate_limit_images > 0,
+            "serve.rate_limit_images",
+            self.rate_limit_images,
+            "images/s > 0, or none",
+        )
+        _check(self.max_clients >= 1, "serve.max_clients", self.max_clients, ">= 1")
+        _check(self.max_request_mp > 0, "serve.max_request_mp", self.max_request_mp, "MP > 0")
+        _check(
+            self.trusted_proxy_header is None or self.trusted_proxy_header.strip() != "",
+            "serve.trusted_proxy_header",
+            self.trusted_proxy_header,
+            "a header name such as X-Forwarded-For, or none",
+        )
         _check(self.max_batch >= 1, "serve.max_batch", self.max_batch, ">= 1")
         _check(self.max_body_mb > 0, "serve.max_body_mb", self.max_body_mb, "MiB > 0")
         _check(
@@ -213,9 +231,13 @@ class ServeConfig:
     def max_body_bytes(self) -> int:
         return int(self.max_body_mb * 1024 * 1024)
 
+    @property
+    def max_request_pixels(self) -> int:
+        return int(self.max_request_mp * 1_000_000)
+
 
 RESPONSE_FORMATS = ("label-score", "label", "probs")
-SEND_AS = ("auto", "uint8", "fp32", "png")
+SEND_AS = ("auto", "uint8", "fp32", "png", "binary", "json")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

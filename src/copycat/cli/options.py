@@ -136,7 +136,12 @@ NumClassesOpt = Annotated[
     int | None, typer.Option(help="Class count, if the target hides it.", rich_help_panel=_H)
 ]
 SendAsOpt = Annotated[
-    str, typer.Option(help="OIP input encoding: auto, uint8, fp32, png.", rich_help_panel=_H)
+    str,
+    typer.Option(
+        help="OIP input encoding: auto (the model's datatype; binary tensors if the server "
+        "lists binary_tensor_data), binary, json, or the datatype as JSON: uint8, fp32, png.",
+        rich_help_panel=_H,
+    ),
 ]
 
 # -- serve -----------------------------------------------------------------------------------
@@ -161,6 +166,22 @@ ModelNameOpt = Annotated[
     str | None, typer.Option("--name", help="Model name in URLs (default: folder).")
 ]
 QueryLogOpt = Annotated[str, typer.Option(help="JSON-lines query log ('' turns it off).")]
+RateLimitImagesOpt = Annotated[
+    float | None, typer.Option(help="Images/s per client (429 beyond); a full batch may burst.")
+]
+MaxClientsOpt = Annotated[
+    int, typer.Option(help="Clients the rate limiter remembers; the least recent is forgotten.")
+]
+TrustedProxyHeaderOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Take the client address from this header set by a trusted proxy "
+        "(e.g. X-Forwarded-For; its last entry). Unset: the peer address."
+    ),
+]
+MaxRequestMpOpt = Annotated[
+    float, typer.Option(help="Megapixels decoded per request, all images together (413 beyond).")
+]
 
 # -- steal: accounting -------------------------------------------------------------------------
 MaxBilledOpt = Annotated[

@@ -12,13 +12,17 @@ from copycat.cli.options import (
     HostOpt,
     MaxBatchOpt,
     MaxBodyOpt,
+    MaxClientsOpt,
+    MaxRequestMpOpt,
     ModelDirOpt,
     ModelNameOpt,
     PortOpt,
     QueryLogOpt,
+    RateLimitImagesOpt,
     RateLimitOpt,
     ServeKeyEnvOpt,
     ServeOutputOpt,
+    TrustedProxyHeaderOpt,
 )
 from copycat.config import ServeConfig
 from copycat.errors import CopycatError
@@ -35,9 +39,12 @@ def serve_cmd(
     max_body_mb: MaxBodyOpt = SERVE.max_body_mb,
     name: ModelNameOpt = SERVE.name,
     query_log: QueryLogOpt = SERVE.query_log or "",
-    faults: str | None = typer.Option(
-        None, hidden=True, envvar="COPYCAT_FAULTS", help="Test only."
-    ),
+    rate_limit_images: RateLimitImagesOpt = SERVE.rate_limit_images,
+    max_clients: MaxClientsOpt = SERVE.max_clients,
+    trusted_proxy_header: TrustedProxyHeaderOpt = SERVE.trusted_proxy_header,
+    max_request_mp: MaxRequestMpOpt = SERVE.max_request_mp,
+    # Test only, loopback only; hidden from --help and never read from the environment.
+    faults: str | None = typer.Option(None, hidden=True, help="Test only."),
 ) -> None:
     """Serve a target over the Open Inference Protocol and POST /predict (a victim to audit)."""
     from copycat.serve.app import serve
@@ -61,6 +68,10 @@ def serve_cmd(
             max_batch=max_batch,
             max_body_mb=max_body_mb,
             query_log=query_log or None,
+            rate_limit_images=rate_limit_images,
+            max_clients=max_clients,
+            trusted_proxy_header=trusted_proxy_header or None,
+            max_request_mp=max_request_mp,
         )
         serve(
             model,

@@ -2,26 +2,29 @@
 
 The model owner's side. A target folder is served with FastAPI over the KServe V2 REST API
 (``/v2/health/live|ready``, ``/v2/models/{name}``, ``/v2/models/{name}/ready``,
-``/v2/models/{name}/infer``; UINT8 or FP32 tensors, or BYTES holding base64 PNG/JPEG) and a plain
-JSON endpoint, ``POST /predict`` (``{"images": [base64, ...]}`` in, one list of
+``/v2/models/{name}/infer``, also under ``/versions/1``; UINT8 or FP32 tensors, or BYTES holding
+PNG/JPEG, as JSON or with the binary tensor data extension, :mod:`.wire`) and a plain JSON
+endpoint, ``POST /predict`` (``{"images": [base64, ...]}`` in, one list of
 ``{"label", "score"}`` per image out). What the answers reveal is set by ``output`` (``label``,
 ``topk:K``, ``probs``, ``rounded:D``), through the same wrappers as local oracles.
 
 Guards (:mod:`copycat.serve.guards`): an optional API key (``Authorization: Bearer KEY`` or
 ``X-API-Key``; 401 otherwise), body and batch limits (413), a per-client token-bucket rate limit
 (429 with ``Retry-After``) and a JSON-lines query log (client, time, number of images; never
-the images).
+the images). Images are counted, and PNG/JPEG sizes read from their headers, before any decoding.
+Fault injection (:mod:`.faults`) is for tests only: loopback only, its control endpoint behind
+the API key.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -29,25 +32,19 @@ from fastapi.responses import JSONResponse
 
 from copycat import __version__
 from copycat.config import ServeConfig
+from copycat.errors import ConfigError
 from copycat.oracles.base import Answer
 from copycat.oracles.local import TorchOracle
 from copycat.oracles.outputs import restrict
+from copycat.serve import wire
 from copycat.serve.decode import (
-    InferRequest,
     PredictRequest,
-    decode_image,
-    decode_tensor,
+    b64_items,
+    plan_encoded,
+    plan_images,
 )
-from copycat.serve.faults import FaultInjector, FaultPlan
-from copycat.serve.guards import (
-    ApiError,
-    Guard,
-    QueryLog,
-    check_batch,
-    client_of,
-    parse_body,
-    read_body,
-)
+from copycat.serve.faults import FaultPlan, with_fault_control
+from copycat.serve.guards import ApiError, Guard, QueryLog, parse_body, read_body
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +64,13 @@ def create_app(
     base = TorchOracle(folder)
     oracle = restrict(base, cfg.output)
     guard = Guard(
-        key=api_key, model_name=cfg.name or folder.resolve().name, rate_limit=cfg.rate_limit
+        key=api_key,
+        model_name=cfg.name or folder.resolve().name,
+        rate_limit=cfg.rate_limit,
+        image_rate_limit=cfg.rate_limit_images,
+        max_batch=cfg.max_batch,
+        max_clients=cfg.max_clients,
+        proxy_header=cfg.trusted_proxy_header,
     )
     qlog = QueryLog(cfg.query_log) if cfg.query_log else None
     state = {"ready": False}
@@ -90,7 +93,7 @@ def create_app(
         ans = oracle.query(x)
         if qlog is not None:
             qlog.write(
-                client=client_of(request),
+                client=guard.client_of(request),
                 endpoint=endpoint,
                 model=guard.model_name,
                 n_images=len(x),
@@ -107,65 +110,81 @@ def create_app(
 
     @app.get("/v2")
     def server_metadata() -> dict[str, Any]:
-        return {"name": "copycat", "version": __version__, "extensions": []}
+        return {"name": "copycat", "version": __version__, "extensions": [wire.EXTENSION]}
+
+    def check_version(version: str) -> None:
+        if version != "1":
+            raise ApiError(404, f"model version {version!r} is not served here; this server has 1")
 
     @app.get("/v2/models/{model}")
-    def metadata_route(model: str, request: Request) -> dict[str, Any]:
+    @app.get("/v2/models/{model}/versions/{version}")
+    def metadata_route(model: str, request: Request, version: str = "1") -> dict[str, Any]:
         guard(request, model)
+        check_version(version)
         return model_metadata(base, cfg, guard.model_name)
 
     @app.get("/v2/models/{model}/ready")
-    def model_ready(model: str, request: Request) -> dict[str, Any]:
+    @app.get("/v2/models/{model}/versions/{version}/ready")
+    def model_ready(model: str, request: Request, version: str = "1") -> dict[str, Any]:
         guard(request, model)
+        check_version(version)
         return {"name": guard.model_name, "ready": state["ready"]}
 
-    @app.post("/v2/models/{model}/infer")
-    async def infer(model: str, request: Request) -> dict[str, Any]:
+    @app.post("/v2/models/{model}/infer", response_model=None)
+    @app.post("/v2/models/{model}/versions/{version}/infer", response_model=None)
+    async def infer(model: str, request: Request, version: str = "1") -> Any:
         guard(request, model, costly=True)
-        req: InferRequest = parse_body(
-            await read_body(request, max_bytes=cfg.max_body_bytes), InferRequest
+        check_version(version)
+        body = await read_body(request, max_bytes=cfg.max_body_bytes)
+        req, raw = wire.read_request(body, request.headers.get(wire.HEADER))
+        binary = wire.binary_wanted(req)
+        planned = await run_in_threadpool(
+            plan_images,
+            req.inputs[0],
+            raw,
+            base.input_shape,
+            max_batch=cfg.max_batch,
+            max_pixels=cfg.max_request_pixels,
         )
-        if len(req.inputs) != 1:
-            raise ApiError(400, f"expected one input tensor (the images), got {len(req.inputs)}")
-        inp = req.inputs[0]
-        check_batch(inp.shape[0] if inp.shape else 0, max_batch=cfg.max_batch)
-        x = await run_in_threadpool(decode_tensor, inp, base.input_shape)
-        check_batch(len(x), max_batch=cfg.max_batch)
+        guard.images(request, planned.n_images)
+        x = await run_in_threadpool(planned.decode)
         ans = await run_in_threadpool(answer, x, request, "infer")
-        outs = infer_outputs(ans, {o.name for o in req.outputs} if req.outputs else None)
-        reply: dict[str, Any] = {
+        outs, arrays = infer_outputs(ans, [o.name for o in req.outputs] if req.outputs else None)
+        header: dict[str, Any] = {
             "model_name": guard.model_name,
             "model_version": "1",
             "outputs": outs,
         }
         if req.id is not None:
-            reply["id"] = req.id
-        return reply
+            header["id"] = req.id
+        return wire.reply(header, arrays, binary)
 
     @app.post("/predict", response_model=None)
     async def predict(request: Request) -> list[Any]:
         guard(request, costly=True)
         body = await read_body(request, max_bytes=cfg.max_body_bytes)
         single = request.headers.get("content-type", "").startswith("image/")
-        images = (
-            [base64.b64encode(body).decode()] if single else parse_body(body, PredictRequest).images
+        blobs = (
+            [body]
+            if single
+            else b64_items(parse_body(body, PredictRequest).images, limit=cfg.max_batch)
         )
-        check_batch(len(images), max_batch=cfg.max_batch)
-        shape = base.input_shape
-
-        def decode() -> torch.Tensor:
-            return (
-                torch.stack([decode_image(s, shape, i) for i, s in enumerate(images)]).float() / 255
-            )
-
-        x = await run_in_threadpool(decode)
+        planned = await run_in_threadpool(
+            plan_encoded,
+            blobs,
+            base.input_shape,
+            max_batch=cfg.max_batch,
+            max_pixels=cfg.max_request_pixels,
+        )
+        guard.images(request, planned.n_images)
+        x = await run_in_threadpool(planned.decode)
         ans = await run_in_threadpool(answer, x, request, "predict")
         rows = predict_rows(ans, base.card.class_names)
         return rows[0] if single else rows
 
     if faults is not None:
         log.warning("fault injection is on (test only): %s", faults)
-        return FaultInjector(app, faults)
+        return with_fault_control(app, faults, guard=guard)
     return app
 
 
@@ -191,20 +210,25 @@ def model_metadata(base: TorchOracle, cfg: ServeConfig, name: str) -> dict[str, 
     }
 
 
-def infer_outputs(ans: Answer, wanted: set[str] | None) -> list[dict[str, Any]]:
-    """The OIP output tensors of an answer, restricted to the ``wanted`` names if given."""
+def infer_outputs(
+    ans: Answer, wanted: list[str] | None
+) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """The OIP output tensors of an answer (without data) restricted to the ``wanted`` names if
+    given, and their arrays by name: label (N,) int64, probs (N, K) float32."""
     n = len(ans.labels)
-    outs = [{"name": "label", "datatype": "INT64", "shape": [n], "data": ans.labels.tolist()}]
+    arrays = {"label": ans.labels.numpy().astype(np.int64)}
+    outs: list[dict[str, Any]] = [{"name": "label", "datatype": "INT64", "shape": [n]}]
     if ans.probs is not None:
-        k = ans.probs.shape[1]
-        data = ans.probs.ravel().tolist()
-        outs.append({"name": "probs", "datatype": "FP32", "shape": [n, k], "data": data})
+        arrays["probs"] = ans.probs.numpy().astype(np.float32)
+        outs.append({"name": "probs", "datatype": "FP32", "shape": list(arrays["probs"].shape)})
     if wanted:
-        unknown = wanted - {o["name"] for o in outs}
+        unknown = set(wanted) - set(arrays)
         if unknown:
-            raise ApiError(400, f"unknown outputs {sorted(unknown)}; this model has label, probs")
+            raise ApiError(
+                400, f"unknown outputs {sorted(unknown)}; this model has {', '.join(arrays)}"
+            )
         outs = [o for o in outs if o["name"] in wanted]
-    return outs
+    return outs, arrays
 
 
 def predict_rows(ans: Answer, names: tuple[str, ...]) -> list[Any]:
@@ -232,9 +256,23 @@ def serve(
     import uvicorn
 
     cfg = config or ServeConfig()
+    if faults is not None and cfg.host not in LOOPBACK:
+        raise ConfigError(
+            f"fault injection is for tests and serves on loopback only, not {cfg.host!r}; "
+            "drop --faults or use --host 127.0.0.1"
+        )
     if cfg.host not in LOOPBACK and api_key is None:
         log.warning(
             "serving on %s without an API key: anyone who can reach it may query it", cfg.host
         )
     app = create_app(model, config=cfg, api_key=api_key, faults=faults)
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=log_level, access_log=False)
+    # proxy_headers=False: uvicorn would otherwise take X-Forwarded-For from any loopback peer;
+    # the client address comes from a proxy's header only with --trusted-proxy-header.
+    uvicorn.run(
+        app,
+        host=cfg.host,
+        port=cfg.port,
+        log_level=log_level,
+        access_log=False,
+        proxy_headers=False,
+    )

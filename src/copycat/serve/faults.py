@@ -6,7 +6,9 @@ first plays its ``sequence`` in order, then draws from its rates with a seeded g
 after ``slow_seconds``, past a client's timeout), ``malformed`` (200 with truncated JSON) and
 ``drop`` (the connection closes mid-reply). ``delay`` adds latency to every inference request.
 While faults are on, ``PUT /_faults`` with a plan's JSON replaces the plan (so tests can reuse
-one server); without fault injection that path does not exist.
+one server); that route (:func:`copycat.serve.app.create_app`) checks the API key first, and
+without fault injection it does not exist. There is no environment switch: only the hidden
+``--faults`` option of ``copycat serve`` turns it on, and only on a loopback address.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from fastapi import Request
+
 from copycat.errors import ConfigError
+from copycat.serve.guards import ApiError, Guard, read_body
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -99,20 +104,6 @@ class FaultInjector:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = str(scope.get("path", ""))
-        if scope["type"] == "http" and path == "/_faults" and scope.get("method") == "PUT":
-            body = b""
-            while True:
-                msg = await receive()
-                body += msg.get("body", b"")
-                if not msg.get("more_body"):
-                    break
-            try:
-                self.replace(FaultPlan.from_json(body.decode() or "{}"))
-            except ConfigError as exc:
-                await _send(send, 400, json.dumps({"error": str(exc)}).encode())
-                return
-            await _send(send, 200, b'{"faults": "replaced"}')
-            return
         if scope["type"] != "http" or not (path.endswith("/infer") or path == "/predict"):
             await self.app(scope, receive, send)
             return
@@ -153,3 +144,21 @@ async def _send(
     hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": hdrs + (headers or [])})
     await send({"type": "http.response.body", "body": body})
+
+
+def with_fault_control(app: Any, plan: FaultPlan, *, guard: Guard) -> FaultInjector:
+    """``app`` wrapped in a :class:`FaultInjector`, with ``PUT /_faults`` (a plan's JSON) to
+    replace its plan; that route passes ``guard`` (the API key) first, like every other."""
+    injector = FaultInjector(app, plan)
+
+    @app.put("/_faults")
+    async def replace_faults(request: Request) -> dict[str, str]:
+        guard(request)
+        body = await read_body(request, max_bytes=64 * 1024)
+        try:
+            injector.replace(FaultPlan.from_json(body.decode("utf-8", "replace") or "{}"))
+        except ConfigError as exc:
+            raise ApiError(400, str(exc)) from exc
+        return {"faults": "replaced"}
+
+    return injector

@@ -1,4 +1,5 @@
-"""The server's guards: API key, model name, body and batch limits, a per-client rate limit,
+"""The server's guards: API key, model name, body and batch limits, per-client rate limits (requests
+and images, in a bounded table), the client's address (optionally from a trusted proxy's header)
 and the query log. Every check runs before a request body is decoded."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import json
 import math
 import threading
 import time
+from collections import OrderedDict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,25 +29,33 @@ class ApiError(Exception):
 
 
 class RateLimiter:
-    """A token bucket per client: ``rate`` requests per second, bursts up to ``max(1, rate)``."""
+    """A token bucket per client: ``rate`` tokens per second, bursts up to ``burst`` (default
+    ``max(1, rate)``). At most ``max_clients`` buckets are kept; the least recently seen client is
+    forgotten first (its bucket has most likely refilled anyway), so the table stays bounded."""
 
-    def __init__(self, rate: float) -> None:
+    def __init__(
+        self, rate: float, *, burst: float | None = None, max_clients: int = 10_000
+    ) -> None:
         self.rate = rate
-        self.burst = max(1.0, rate)
-        self._buckets: dict[str, tuple[float, float]] = {}
+        self.burst = burst if burst is not None else max(1.0, rate)
+        self.max_clients = max_clients
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def acquire(self, client: str) -> float | None:
-        """None if allowed; else seconds until a request would be."""
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def acquire(self, client: str, cost: float = 1.0) -> float | None:
+        """None if ``cost`` tokens were taken; else seconds until they would be."""
         now = time.monotonic()
         with self._lock:
-            tokens, last = self._buckets.get(client, (self.burst, now))
+            tokens, last = self._buckets.pop(client, (self.burst, now))
             tokens = min(self.burst, tokens + (now - last) * self.rate)
-            if tokens >= 1.0:
-                self._buckets[client] = (tokens - 1.0, now)
-                return None
-            self._buckets[client] = (tokens, now)
-            return (1.0 - tokens) / self.rate
+            wait = None if tokens >= cost else (cost - tokens) / self.rate
+            self._buckets[client] = (tokens - cost if wait is None else tokens, now)
+            while len(self._buckets) > self.max_clients:
+                self._buckets.popitem(last=False)
+            return wait
 
 
 class QueryLog:
@@ -68,20 +78,51 @@ class QueryLog:
             f.write(line)
 
 
-def client_of(request: Request) -> str:
+def peer_of(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
 class Guard:
-    """Checks a request against the server's key, model name and rate limit."""
+    """Checks a request against the server's key, model name and rate limits (requests/s
+    before the body is read, images/s once the images are counted), and names its client."""
 
     def __init__(
-        self, *, key: str | None, model_name: str, rate_limit: float | None = None
+        self,
+        *,
+        key: str | None,
+        model_name: str,
+        rate_limit: float | None = None,
+        image_rate_limit: float | None = None,
+        max_batch: int = 1,
+        max_clients: int = 10_000,
+        proxy_header: str | None = None,
     ) -> None:
         self.key = key.encode() if key else None
         self.model_name = model_name
         self.rate_limit = rate_limit
-        self.limiter = RateLimiter(rate_limit) if rate_limit else None
+        self.limiter = RateLimiter(rate_limit, max_clients=max_clients) if rate_limit else None
+        self.image_rate_limit = image_rate_limit
+        self.image_limiter = (
+            # A full batch must always be able to pass once the bucket has refilled.
+            RateLimiter(
+                image_rate_limit,
+                burst=max(image_rate_limit, float(max_batch)),
+                max_clients=max_clients,
+            )
+            if image_rate_limit
+            else None
+        )
+        self.proxy_header = proxy_header
+
+    def client_of(self, request: Request) -> str:
+        """The client's address: the peer's, or with a trusted proxy, the last address in its
+        header (the one the proxy itself appended; earlier ones the client may have forged)."""
+        if self.proxy_header:
+            value = request.headers.get(self.proxy_header, "")
+            last = value.rsplit(",", 1)[-1].strip()
+            if last:
+                return last[:64]
+        return peer_of(request)
 
     def __call__(self, request: Request, model: str | None = None, *, costly: bool = False) -> None:
         if self.key is not None:
@@ -101,13 +142,26 @@ class Guard:
                 404, f"model {model!r} is not served here; this server has {self.model_name!r}"
             )
         if costly and self.limiter is not None:
-            wait = self.limiter.acquire(client_of(request))
+            wait = self.limiter.acquire(self.client_of(request))
             if wait is not None:
                 raise ApiError(
                     429,
                     f"rate limit of {self.rate_limit:g} requests/s exceeded; retry later",
                     {"Retry-After": str(max(1, math.ceil(wait)))},
                 )
+
+    def images(self, request: Request, n: int) -> None:
+        """Take ``n`` images from the client's image budget (429 with Retry-After if short)."""
+        if self.image_limiter is None:
+            return
+        wait = self.image_limiter.acquire(self.client_of(request), float(n))
+        if wait is not None:
+            raise ApiError(
+                429,
+                f"rate limit of {self.image_rate_limit:g} images/s exceeded by a request of {n}; "
+                "retry later or send smaller batches",
+                {"Retry-After": str(max(1, math.ceil(wait)))},
+            )
 
 
 async def read_body(request: Request, *, max_bytes: int) -> bytes:

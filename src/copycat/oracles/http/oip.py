@@ -1,22 +1,29 @@
 """The Open Inference Protocol (KServe V2) REST oracle: ``oip+http(s)://HOST/v2/models/NAME``.
 
 The model's metadata gives the input shape and datatype (UINT8 and FP32 tensors, or BYTES
-holding PNG) and, from a probabilities output ``[-1, K]``, the class count.
+holding PNG) and, from a probabilities output ``[-1, K]``, the class count. Tensors travel as
+JSON or, where the server lists ``binary_tensor_data`` among its extensions (``GET /v2``), with
+the binary tensor data extension: a JSON header, then the raw little-endian bytes, both ways
+(``send_as``: ``auto`` detects, ``binary`` / ``json`` force the wire, ``uint8`` / ``fp32`` /
+``png`` force the datatype as JSON).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
+import struct
 from typing import Any
 
+import httpx
 import numpy as np
 import torch
 
 from copycat.config import HttpOracleConfig
 from copycat.errors import OracleError
-from copycat.oracles.base import Answer
+from copycat.oracles.base import Answer, RequestHooks
 from copycat.oracles.http.base import HttpOracle, to_png_b64, without_credentials
 from copycat.oracles.http.client import AttemptTrack
 from copycat.oracles.http.formats import probs_from
@@ -27,6 +34,21 @@ log = logging.getLogger(__name__)
 _INT_TYPES = {"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
 _FLOAT_TYPES = {"FP16", "FP32", "FP64"}
 _SEND_AS = {"UINT8": "uint8", "FP32": "fp32", "FP64": "fp32", "FP16": "fp32", "BYTES": "png"}
+_WIRE_DTYPES = {
+    "UINT8": "u1",
+    "UINT16": "<u2",
+    "UINT32": "<u4",
+    "UINT64": "<u8",
+    "INT8": "i1",
+    "INT16": "<i2",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "FP16": "<f2",
+    "FP32": "<f4",
+    "FP64": "<f8",
+}
+HEADER = "Inference-Header-Content-Length"
+BINARY_EXTENSION = "binary_tensor_data"
 
 
 def _digits_table() -> np.ndarray:
@@ -58,6 +80,7 @@ class OipOracle(HttpOracle):
         self.model_url = url.rstrip("/").removesuffix("/infer")
         self.transport.url = self.model_url + "/infer"
         self._meta: dict[str, Any] | None = None
+        self._binary: bool | None = None
 
     @property
     def shown(self) -> str:
@@ -109,8 +132,41 @@ class OipOracle(HttpOracle):
         )
 
     @property
+    def binary(self) -> bool:
+        """Whether tensors travel as binary data: ``send_as`` ``binary``, or ``auto`` and the
+        server lists the extension (read once from ``GET /v2``; JSON if that fails)."""
+        if self._binary is None:
+            how = self.config.send_as
+            self._binary = how == "binary" or (how == "auto" and self._server_has_binary())
+        return self._binary
+
+    def query(self, images: torch.Tensor) -> Answer:
+        """As :meth:`HttpOracle.query`; the wire encoding is settled first, in this thread."""
+        _ = self.binary
+        return super().query(images)
+
+    def query_parts(self, images: torch.Tensor, hooks: RequestHooks) -> None:
+        """As :meth:`HttpOracle.query_parts`; the wire encoding is settled first, in this
+        thread, so concurrent requests never race to read the server's metadata."""
+        _ = self.binary
+        super().query_parts(images, hooks)
+
+    def _server_has_binary(self) -> bool:
+        root = self.model_url[: self.model_url.rfind("/v2/models/")] + "/v2"
+        try:
+            meta = self.transport.get_json(root)
+        except OracleError as exc:
+            log.info("no server metadata at %s (%s); sending JSON tensors", root, exc)
+            return False
+        exts = meta.get("extensions") if isinstance(meta, dict) else None
+        found = isinstance(exts, list) and BINARY_EXTENSION in exts
+        log.info("%s: sending %s tensors", root, "binary" if found else "JSON")
+        return found
+
+    @property
     def send_as(self) -> str:
-        if self.config.send_as != "auto":
+        """The input datatype sent: ``uint8``, ``fp32`` or ``png``."""
+        if self.config.send_as in ("uint8", "fp32", "png"):
             return self.config.send_as
         dtype = self._input.get("datatype", "FP32")
         if dtype not in _SEND_AS:
@@ -126,6 +182,27 @@ class OipOracle(HttpOracle):
         parts["url"] = without_credentials(self.model_url)
         blob = json.dumps(parts, sort_keys=True, default=str).encode()
         return "oip:" + hashlib.sha256(blob).hexdigest()[:16]
+
+    def _binary_body(self, x: torch.Tensor) -> tuple[bytes, dict[str, str]]:
+        """The request with the binary tensor data extension: a JSON header, then raw bytes;
+        every output is asked back as binary (``binary_data_output``)."""
+        name = self._input.get("name", "images")
+        n, c, h, w = x.shape
+        how = self.send_as
+        if how == "png":  # each element: a 4-byte little-endian length, then the PNG
+            pngs = [base64.b64decode(s) for s in to_png_b64(x)]
+            raw = b"".join(struct.pack("<I", len(p)) + p for p in pngs)
+            tensor = {"name": name, "shape": [n], "datatype": "BYTES"}
+        elif how == "uint8":
+            raw = x.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).numpy().tobytes()
+            tensor = {"name": name, "shape": [n, c, h, w], "datatype": "UINT8"}
+        else:
+            raw = x.float().numpy().astype("<f4").tobytes()
+            tensor = {"name": name, "shape": [n, c, h, w], "datatype": "FP32"}
+        tensor["parameters"] = {"binary_data_size": len(raw)}
+        head = json.dumps({"inputs": [tensor], "parameters": {"binary_data_output": True}})
+        headers = {"Content-Type": "application/octet-stream", HEADER: str(len(head))}
+        return head.encode() + raw, headers
 
     def _body(self, x: torch.Tensor) -> bytes:
         name = self._input.get("name", "images")
@@ -145,19 +222,54 @@ class OipOracle(HttpOracle):
         return json.dumps({"inputs": [tensor]}).encode()
 
     def _request(self, images: torch.Tensor, track: AttemptTrack | None = None) -> Answer:
-        body = self._body(images)
+        if self.binary:
+            body, headers = self._binary_body(images)
+        else:
+            body, headers = self._body(images), {"Content-Type": "application/json"}
         url = self.transport.url
         n = len(images)
+        k = self.num_classes
+        shown = redact_url(url)
         return self.transport.call(
-            lambda: self.transport.client.post(
-                url, content=body, headers={"Content-Type": "application/json"}
-            ),
-            lambda r: parse_oip_reply(
-                r.json(), n=n, num_classes=self.num_classes, url=redact_url(url)
-            ),
+            lambda: self.transport.client.post(url, content=body, headers=headers),
+            lambda r: parse_oip_reply(read_reply(r, url=shown), n=n, num_classes=k, url=shown),
             images=n,
             track=track,
         )
+
+
+def read_reply(r: httpx.Response, *, url: str = "") -> Any:
+    """An OIP reply's JSON, with the outputs sent as binary data put back as ``data`` arrays.
+    A binary reply cut short raises ``json.JSONDecodeError``, like truncated JSON, so that it
+    is retried."""
+    length = r.headers.get(HEADER)
+    if length is None:
+        return r.json()
+    content = r.content
+    if not length.strip().isdigit() or not 0 < int(length) <= len(content):
+        raise json.JSONDecodeError(
+            f"{HEADER} {length!r} does not fit a {len(content)}-byte body", "", 0
+        )
+    n = int(length)
+    body = json.loads(content[:n])
+    offset = n
+    for out in body.get("outputs", []) if isinstance(body, dict) else []:
+        size = (out.get("parameters") or {}).get("binary_data_size")
+        if size is None:
+            continue
+        dtype = _WIRE_DTYPES.get(str(out.get("datatype")))
+        if dtype is None or not isinstance(size, int) or size < 0:
+            raise OracleError(
+                f"{url} replied with binary output {out.get('name')!r} of datatype "
+                f"{out.get('datatype')!r}, size {size!r}; expected numbers (pass --send-as json)"
+            )
+        if offset + size > len(content):
+            left = len(content) - offset
+            msg = f"binary output {out.get('name')!r} needs {size} bytes; {left} remain"
+            raise json.JSONDecodeError(msg, "", offset)
+        out["data"] = np.frombuffer(content[offset : offset + size], dtype=dtype)
+        offset += size
+    return body
 
 
 def parse_oip_reply(body: Any, *, n: int, num_classes: int, url: str = "") -> Answer:
