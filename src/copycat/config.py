@@ -189,6 +189,8 @@ class ServeConfig:
     max_batch: int = 256  # images per request
     max_body_mb: float = 16.0
     query_log: str | None = "query_log.jsonl"
+    # Defence specs (``copycat.defences.registry.DEFENCES``) between the target and ``output``.
+    defences: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check(0 <= self.port <= 65_535, "serve.port", self.port, "0..65535 (0 picks a free one)")
@@ -287,6 +289,37 @@ class ExperimentConfig:
     pool: PoolConfig = field(default_factory=PoolConfig)
     steal: StealConfig = field(default_factory=StealConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # Defences put in front of a local target (``--defence``), innermost first.
+    defences: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditConfig:
+    """``copycat audit``: each attack against each defence at each budget and seed; one run
+    directory per cell under ``out``."""
+
+    out: str = "audits/audit"
+    oracle: str = "torch:targets/fmnist"
+    attacks: tuple[str, ...] = ("npd-labels", "npd-probs", "pd-labels")
+    defences: tuple[str, ...] = ("none",)
+    budgets: tuple[int, ...] = (2000,)
+    seeds: tuple[int, ...] = (0,)
+    test_set: str = "fashion-mnist:test"
+    pd_pool: str = ""  # the PD attacks' pool; empty: pd:<the test set's dataset>
+    benign_images: int = 2000  # test images sent as benign traffic per defence
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.attacks), "audit.attacks", self.attacks, "one attack or more")
+        _check(bool(self.defences), "audit.defences", self.defences, "one defence or more")
+        _check(
+            bool(self.budgets) and all(b >= 1 for b in self.budgets),
+            "audit.budgets",
+            self.budgets,
+            "budgets >= 1, e.g. 2k,10k",
+        )
+        _check(bool(self.seeds), "audit.seeds", self.seeds, "one seed or more")
+        _check(self.benign_images >= 1, "audit.benign_images", self.benign_images, ">= 1")
 
 
 def from_dict(cls: type[T], data: dict[str, Any], *, where: str = "") -> T:

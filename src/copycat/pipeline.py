@@ -7,6 +7,7 @@ stage can be re-run or resumed alone.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import asdict
@@ -37,6 +38,10 @@ log = logging.getLogger(__name__)
 
 def open_oracle(cfg: ExperimentConfig, **http_options: Any) -> Oracle:
     device = str(resolve_device(cfg.train.device))
+    if cfg.defences:  # the target behind its defences, then the output restriction
+        from copycat.defences.registry import open_defended
+
+        return open_defended(cfg.oracle, cfg.defences, output=cfg.output, device=device)
     return parse_oracle_spec(cfg.oracle, output=cfg.output, device=device, **http_options)
 
 
@@ -57,6 +62,7 @@ def steal_stage(
         {
             "oracle": cfg.oracle,
             "output": cfg.output,
+            "defences": list(cfg.defences),
             "pool": to_jsonable(cfg.pool),
             "steal": to_jsonable(cfg.steal),
         },
@@ -188,6 +194,8 @@ def evaluate_stage(
 ) -> EvalResult:
     """Score the run's copycat against the oracle on ``cfg.test_set``; writes ``eval.json``."""
     run = RunDir.at(cfg.run_dir)
+    if oracle is None and cfg.defences:
+        oracle = open_oracle(dataclasses.replace(cfg, output="label"))
     oracle = oracle or parse_oracle_spec(cfg.oracle, output="label", **http_options)
     copycat = load_copycat(run)
     test = load_labelled(cfg.test_set, input_shape=oracle.input_shape)

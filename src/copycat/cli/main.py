@@ -13,6 +13,7 @@ import typer
 from rich.logging import RichHandler
 
 from copycat.cli.common import console
+from copycat.cli.defences import audit_cmd, verify_cmd
 from copycat.cli.serve import serve_cmd
 from copycat.cli.stages import evaluate_cmd, report_cmd, run_cmd, steal_cmd, train_cmd
 from copycat.cli.target import target_app
@@ -30,6 +31,8 @@ app.command("evaluate")(evaluate_cmd)
 app.command("report")(report_cmd)
 app.command("run")(run_cmd)
 app.command("serve")(serve_cmd)
+app.command("verify")(verify_cmd)
+app.command("audit")(audit_cmd)
 
 
 @app.callback()

@@ -16,6 +16,7 @@ from copycat.config import (
     TargetConfig,
     TrainConfig,
 )
+from copycat.defences.registry import DEFENCES
 from copycat.oracles.registry import ORACLES
 from copycat.pools.registry import POOLS
 from copycat.train.registry import MODELS
@@ -137,3 +138,13 @@ ModelNameOpt = Annotated[
     str | None, typer.Option("--name", help="Model name in URLs (default: folder).")
 ]
 QueryLogOpt = Annotated[str, typer.Option(help="JSON-lines query log ('' turns it off).")]
+
+# -- defences (steal / evaluate on local targets, serve) --------------------------------------
+DefenceOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--defence",
+        help=f"A defence in front of the target (repeatable, innermost first): "
+        f"{DEFENCES.usages()}. Local torch:/onnx: targets and serve only.",
+    ),
+]

@@ -9,6 +9,7 @@ import typer
 from copycat.cli.common import errors
 from copycat.cli.options import (
     SERVE,
+    DefenceOpt,
     HostOpt,
     MaxBatchOpt,
     MaxBodyOpt,
@@ -38,6 +39,7 @@ def serve_cmd(
     faults: str | None = typer.Option(
         None, hidden=True, envvar="COPYCAT_FAULTS", help="Test only."
     ),
+    defence: DefenceOpt = None,
 ) -> None:
     """Serve a target over the Open Inference Protocol and POST /predict (a victim to audit)."""
     from copycat.serve.app import serve
@@ -61,6 +63,7 @@ def serve_cmd(
             max_batch=max_batch,
             max_body_mb=max_body_mb,
             query_log=query_log or None,
+            defences=tuple(defence or ()),
         )
         serve(
             model,

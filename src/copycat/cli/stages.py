@@ -25,6 +25,7 @@ from copycat.cli.options import (
     BudgetOpt,
     ConcurrencyOpt,
     ConfigFileOpt,
+    DefenceOpt,
     DeviceOpt,
     EpochsOpt,
     InputShapeOpt,
@@ -100,6 +101,7 @@ def steal_cmd(
     input_shape: InputShapeOpt = None,
     num_classes: NumClassesOpt = None,
     send_as: SendAsOpt = HTTP.send_as,
+    defence: DefenceOpt = None,
 ) -> None:
     """Query the oracle with pool images under a budget; resumable at any moment."""
     from copycat.pipeline import open_oracle, steal_stage
@@ -132,6 +134,7 @@ def steal_cmd(
                 STEAL, budget=budget, batch_size=batch_size, selection=selection
             ),
             train=dataclasses.replace(TRAIN, device=device),
+            defences=tuple(defence or ()),
         )
         with progress() as bar:
             task = bar.add_task("steal", total=budget, info="")
@@ -218,6 +221,7 @@ def evaluate_cmd(
     input_shape: InputShapeOpt = None,
     num_classes: NumClassesOpt = None,
     send_as: SendAsOpt = HTTP.send_as,
+    defence: DefenceOpt = None,
 ) -> None:
     """Score copycat and oracle on a labelled test set; writes eval.json."""
     from copycat.pipeline import evaluate_stage
@@ -238,7 +242,11 @@ def evaluate_cmd(
     )
     with errors():
         cfg = experiment(
-            run_dir, oracle, test_set=test_set, train=dataclasses.replace(TRAIN, device=device)
+            run_dir,
+            oracle,
+            test_set=test_set,
+            train=dataclasses.replace(TRAIN, device=device),
+            defences=tuple(defence or ()),
         )
         r = evaluate_stage(cfg, command=command_line(ctx), **http)
     table(

@@ -29,6 +29,8 @@ from fastapi.responses import JSONResponse
 
 from copycat import __version__
 from copycat.config import ServeConfig
+from copycat.defences.base import QueryRefused, as_client
+from copycat.defences.registry import apply_defences
 from copycat.oracles.base import Answer
 from copycat.oracles.local import TorchOracle
 from copycat.oracles.outputs import restrict
@@ -65,7 +67,8 @@ def create_app(
     cfg = config or ServeConfig()
     folder = Path(oracle_folder)
     base = TorchOracle(folder)
-    oracle = restrict(base, cfg.output)
+    # defences hook: the target behind cfg.defences (per-client state), then the output restriction
+    oracle = restrict(apply_defences(base, cfg.defences), cfg.output)
     guard = Guard(
         key=api_key, model_name=cfg.name or folder.resolve().name, rate_limit=cfg.rate_limit
     )
@@ -87,7 +90,11 @@ def create_app(
         return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
 
     def answer(x: torch.Tensor, request: Request, endpoint: str) -> Answer:
-        ans = oracle.query(x)
+        with as_client(client_of(request)):  # defences keep their state per client
+            try:
+                ans = oracle.query(x)
+            except QueryRefused as exc:  # a detector blocked this client
+                raise ApiError(403, str(exc)) from exc
         if qlog is not None:
             qlog.write(
                 client=client_of(request),
