@@ -307,6 +307,7 @@ class AuditConfig:
     test_set: str = "fashion-mnist:test"
     pd_pool: str = ""  # the PD attacks' pool; empty: pd:<the test set's dataset>
     benign_images: int = 2000  # test images sent as benign traffic per defence
+    selection: str = StealConfig().selection  # of each attack's steal
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:

@@ -57,7 +57,7 @@ def cell_experiment(
         run_dir=str(Path(cfg.out) / "cells" / cell_name(attack, defence, budget, seed)),
         oracle=cfg.oracle,
         test_set=cfg.test_set,
-        steal=StealConfig(budget=budget),
+        steal=StealConfig(budget=budget, selection=cfg.selection),
         train=dataclasses.replace(cfg.train, seed=seed),
         defences=() if defence == NONE else (defence,),
     )
@@ -163,8 +163,8 @@ def defence_utility(cfg: AuditConfig, defence: str) -> dict[str, Any]:
 
 
 def watermark_negatives(cfg: AuditConfig, cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each watermark cell's queries tested on the copycats that never saw the mark (the
-    same attack and budget against the undefended target): false positives."""
+    """Each watermark cell's queries tested on the copycats that never saw the mark (every
+    attack and seed against the undefended target, at the same budget): false positives."""
     out = []
     for wm in (c for c in cells if c.get("watermark")):
         params = parse_defence_spec(wm["defence"]).params
@@ -174,7 +174,7 @@ def watermark_negatives(cfg: AuditConfig, cells: list[dict[str, Any]]) -> list[d
             / cell_name(wm["attack"], wm["defence"], wm["budget"], wm["seed"])
         )
         for neg in cells:
-            if (neg["defence"], neg["attack"], neg["budget"]) != (NONE, wm["attack"], wm["budget"]):
+            if (neg["defence"], neg["budget"]) != (NONE, wm["budget"]):
                 continue
             if neg["performance"] is None:
                 continue
