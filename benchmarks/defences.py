@@ -99,7 +99,7 @@ def watermark_rows(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
         rows.append(
             [
                 n["suspect"].split("__")[0] + " " + n["suspect"].split("__")[-1],
-                "independent",
+                "independent, on the queries of " + n["watermark_cell"].split("__")[0],
                 n["flipped"],
                 n["matches"],
                 n["informative"],
@@ -152,6 +152,120 @@ def quick_target(work: Path, *, device: str, seed: int) -> Path:
     return folder
 
 
+def prada_synthetic(
+    target: Path, *, seed: int, n_seeds: int = 10, steps: int = 50
+) -> dict[str, Any]:
+    """PRADA on a JbDA-like synthetic stream: a few test images, each followed by small
+    signed steps away from itself (what Jacobian-based augmentation sends); no training."""
+    import torch
+
+    from copycat.data.datasets import load_labelled
+    from copycat.defences.base import QueryRefused, as_client
+    from copycat.defences.registry import open_defended
+
+    oracle = open_defended(f"torch:{target}", ["prada:delta=0.9,action=block"], output="label")
+    base = load_labelled("fashion-mnist:test").images[:n_seeds].float().div(255.0)
+    g = torch.Generator().manual_seed(seed)
+    signs = torch.sign(torch.randn(n_seeds, steps, *base.shape[1:], generator=g)) * 0.1
+    stream = (base[:, None] + signs.cumsum(1) * 0.1).clamp(0, 1).flatten(0, 1)
+    with as_client("jbda"):
+        for chunk in stream.split(50):
+            try:
+                oracle.query(chunk)
+            except QueryRefused as exc:
+                return {"queries": len(stream), "alarm_at": exc.alarm_at}
+    return {"queries": len(stream), "alarm_at": None}
+
+
+def dawn_fitting_copy(cfg: Any, work: Path, *, rate: float, epochs: int) -> dict[str, Any]:
+    """DAWN when the copy fits its answers: PD queries through ``watermark:rate=R``, a copycat
+    trained for ``epochs``; the undefended copycats of the matrix are the independent models."""
+    import dataclasses as dc
+
+    from copycat.audit.matrix import cell_name, defence_utility
+    from copycat.audit.verify import verify
+    from copycat.config import ExperimentConfig, StealConfig
+    from copycat.pipeline import steal_stage, train_stage
+
+    spec = f"watermark:rate={rate:g},key_env={KEY_ENV}"
+    run = work / "dawn-fit"
+    budget = cfg.budgets[0]
+    exp = ExperimentConfig(
+        run_dir=str(run),
+        oracle=cfg.oracle,
+        defences=(spec,),
+        steal=StealConfig(budget=budget, selection=cfg.selection),
+        train=dc.replace(cfg.train, epochs=epochs),
+    )
+    exp = dc.replace(exp, pool=dc.replace(exp.pool, spec="pd:fashion-mnist"))
+    exp = dc.replace(
+        exp, pool=dc.replace(exp.pool, augment=dc.replace(exp.pool.augment, enabled=False))
+    )
+    if not (run / "copycat.safetensors").is_file():
+        steal_stage(exp)
+        train_stage(exp)
+    target = cfg.oracle.partition(":")[2]
+    copy = verify(run, target=target)
+    negatives = []
+    for attack in cfg.attacks:
+        for seed in cfg.seeds:
+            suspect = Path(cfg.out) / "cells" / cell_name(attack, "none", budget, seed)
+            if (suspect / "copycat.safetensors").is_file():
+                v = verify(suspect, target=target, queries=run)
+                negatives.append(
+                    {"suspect": f"{attack} s{seed}", **dc.asdict(v), "stolen": v.stolen}
+                )
+    return {
+        "defence": spec,
+        "epochs": epochs,
+        "utility": defence_utility(cfg, spec),
+        "copy": {**dc.asdict(copy), "stolen": copy.stolen},
+        "negatives": negatives,
+    }
+
+
+def prada_text(r: dict[str, Any]) -> str:
+    at = r["alarm_at"]
+    return f"{r['queries']} queries (10 test images, each followed by small signed steps): " + (
+        f"alarm after {at} queries." if at is not None else "no alarm."
+    )
+
+
+def dawn_text(r: dict[str, Any]) -> str:
+    c, u = r["copy"], r["utility"]
+    rows = [
+        [
+            "copy (trained on watermarked answers)",
+            c["flipped"],
+            c["matches"],
+            c["informative"],
+            f"{c['p_value']:.2g}",
+            c["stolen"],
+        ]
+    ]
+    rows += [
+        [
+            f"independent: {n['suspect']}",
+            n["flipped"],
+            n["matches"],
+            n["informative"],
+            f"{n['p_value']:.2g}",
+            n["stolen"],
+        ]
+        for n in r["negatives"]
+    ]
+    fp = sum(n["stolen"] for n in r["negatives"])
+    head = (
+        f"`{r['defence']}`, PD queries, copycat trained for {r['epochs']} epochs; benign cost "
+        f"{100 * u['accuracy_cost']:.2f} points. True positive: {c['stolen']}; false positives: "
+        f"{fp} of {len(r['negatives'])} independent models."
+    )
+    table = common.md_table(
+        ["suspect", "flipped", "matches", "informative", "p-value", "stolen?"], rows
+    )
+    return head + "\n\n" + table
+
+
 def main() -> None:
     p = common.base_parser(__doc__.splitlines()[0])
     p.add_argument("--budgets", type=common.int_list, default=None)
@@ -202,6 +316,8 @@ def main() -> None:
     t0 = time.perf_counter()
     data = run_audit(cfg, on_cell=lambda name, cell: print(name, "done" if cell else "..."))
     render_audit(data, work / "audit")
+    prada = prada_synthetic(target, seed=args.seed)
+    dawn = dawn_fitting_copy(cfg, work, rate=0.05, epochs=30)
     seconds = time.perf_counter() - t0
     headers, rows = summarise(data)
     wm_headers, wm_rows = watermark_rows(data)
@@ -220,6 +336,8 @@ def main() -> None:
             common.md_table(headers, rows),
         ),
         ("Watermark verification (p < 0.01: stolen)", common.md_table(wm_headers, wm_rows)),
+        ("PRADA on a synthetic (JbDA-like) query stream", prada_text(prada)),
+        ("DAWN when the copy fits its answers", dawn_text(dawn)),
     ]
     name = common.result_name("defences", quick=args.quick, tag=args.tag)
     md, _ = common.write_results(
@@ -227,7 +345,13 @@ def main() -> None:
         name,
         title="Defences under test: attack x defence matrix",
         sections=sections,
-        data={"audit": data, "seconds": seconds, "target": summary},
+        data={
+            "audit": data,
+            "prada_synthetic": prada,
+            "dawn_fit": dawn,
+            "seconds": seconds,
+            "target": summary,
+        },
         info=info,
         command=common.command_line(),
     )

@@ -56,11 +56,24 @@ def build_noise(inner: Oracle, *args: str, device: str = "cpu", **raw: str) -> N
     return Noise(inner, kind=args[0], scale=scale, seed=seed)
 
 
+def keep_top(out: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """Swap, where needed, so that class ``label`` holds each row's largest value."""
+    rows = torch.arange(len(out))
+    cur = out.argmax(1)
+    fix = cur != label
+    if fix.any():
+        r, a, b = rows[fix], label[fix], cur[fix]
+        out = out.clone()
+        out[r, a], out[r, b] = out[r, b], out[r, a]
+    return out
+
+
 class ReverseSigmoid(Defence):
     """Lee et al. 2018, as ART's ``ReverseSigmoid(beta, gamma)``: subtract
-    ``beta * (sigmoid(-gamma * logit(p)) - 0.5)`` and renormalise. The map is increasing in
-    ``p``, so the top-1 label is kept while the probabilities mislead a thief's soft-label
-    loss."""
+    ``beta * (sigmoid(gamma * logit(p)) - 0.5)``, clip and renormalise. The map is not
+    monotone (the smallest probabilities come out larger than small ones), which misleads a
+    thief that uses the values; the top-1 label is kept (where the map would overturn it,
+    the two entries are swapped)."""
 
     name = "reverse-sigmoid"
     keeps_argmax = True
@@ -74,9 +87,10 @@ class ReverseSigmoid(Defence):
         eps = 1e-6
         p = probs.clamp(eps, 1.0 - eps)
         r = self.beta * (torch.sigmoid(-self.gamma * torch.log((1.0 - p) / p)) - 0.5)
-        top = torch.nn.functional.one_hot(probs.argmax(1), probs.shape[1]).float()
+        label = probs.argmax(1)
+        top = torch.nn.functional.one_hot(label, probs.shape[1]).float()
         out = normalise((probs - r).clamp(0.0, 1.0), fallback=top)
-        return Answer(labels=probs.argmax(1), probs=out)
+        return Answer(labels=label, probs=keep_top(out, label))
 
 
 def build_reverse_sigmoid(
