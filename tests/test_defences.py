@@ -289,4 +289,9 @@ def test_serve_blocks_a_client_once_prada_raises_its_alarm(tmp_path: Path) -> No
             if r.status_code == 403:
                 assert "PRADA" in r.json()["error"]
                 break
+        # state is per client: another address on the loopback is still served
+        other = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"))
+        with other:
+            r = other.post(f"{s.url}/v2/models/quad/infer", json=body, timeout=30)
+        assert r.status_code == 200, r.text
     assert codes[0] == 200 and codes[-1] == 403, codes

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from copycat.audit.attacks import ATTACKS
 from copycat.cli.common import console, errors, table
 from copycat.cli.options import TRAIN, ArchOpt, DeviceOpt, EpochsOpt, OracleOpt, TestSetOpt
 from copycat.config import AuditConfig
@@ -81,9 +82,9 @@ def verify_cmd(
 def audit_cmd(
     oracle: OracleOpt,
     out: Annotated[Path, typer.Option(help="Audit folder (one run directory per cell).")],
-    attacks: Annotated[str, typer.Option(help="Comma-separated attacks.")] = ",".join(
-        AUDIT.attacks
-    ),
+    attacks: Annotated[
+        str, typer.Option(help=f"Comma-separated attacks: {ATTACKS.usages()}.")
+    ] = ",".join(AUDIT.attacks),
     defences: Annotated[
         str,
         typer.Option(
@@ -102,7 +103,8 @@ def audit_cmd(
     epochs: EpochsOpt = TRAIN.epochs,
     device: DeviceOpt = TRAIN.device,
 ) -> None:
-    """Run each attack against each defence; writes audit.md, audit.json and audit.png."""
+    """Run each attack against each defence of a local target (torch:, onnx:); writes
+    audit.md, audit.json and audit.png. Run the same command again to resume."""
     from copycat.audit.matrix import run_audit
     from copycat.audit.render import render_audit
     from copycat.defences.registry import split_defence_list
