@@ -54,12 +54,14 @@ bench: setup  ## the quick benchmark grid (minutes per script on 2 CPU cores)
 	$(BIN)/python benchmarks/stages.py --quick
 	$(BIN)/python benchmarks/peers.py --quick
 	$(BIN)/python benchmarks/http_throughput.py
+	$(BIN)/python benchmarks/defences.py --quick
 
 bench-full: setup  ## the default grid (paper_table: ~35-45 min on 2 free CPU cores)
 	$(BIN)/pip install --quiet adversarial-robustness-toolbox
 	$(BIN)/python benchmarks/paper_table.py
 	$(BIN)/python benchmarks/peers.py
 	$(BIN)/python benchmarks/stages.py
+	$(BIN)/python benchmarks/defences.py
 
 bench-gpu: setup  ## the larger grid for a GPU: VGG-16 copycats, budgets of 100k and more
 	$(BIN)/pip install --quiet adversarial-robustness-toolbox

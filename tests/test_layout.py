@@ -13,18 +13,20 @@ import copycat
 SRC = Path(copycat.__file__).parent
 
 # Floors, bottom to top: a module may import from its own folder or from a lower floor only.
-FLOORS = {
+FLOORS: dict[str, float] = {
     "copycat": 0,  # errors, config, registry, devices, runs: the ground every stage stands on
     "data": 1,
     "train": 2,
     "oracles": 3,
     "pools": 3,
+    "defences": 3.5,  # oracle wrappers: above the oracles, below steal and serve
     "steal": 4,
     "evaluate": 4,
     "targets": 5,
     "report": 5,
     "serve": 5,
     "pipeline": 6,
+    "audit": 6.5,  # runs pipeline stages over an attack x defence matrix
     "cli": 7,
 }
 

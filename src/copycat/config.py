@@ -201,6 +201,8 @@ class ServeConfig:
     max_clients: int = 10_000  # clients the rate limiter remembers (least recent forgotten)
     trusted_proxy_header: str | None = None  # e.g. X-Forwarded-For; only when set
     max_request_mp: float = 32.0  # megapixels decoded per request, all images together
+    # Defence specs (``copycat.defences.registry.DEFENCES``) between the target and ``output``.
+    defences: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check(0 <= self.port <= 65_535, "serve.port", self.port, "0..65535 (0 picks a free one)")
@@ -320,6 +322,38 @@ class ExperimentConfig:
     # [http]: how an http(s):// or oip+http(s):// oracle is queried (ignored by other oracles);
     # the API key only ever comes from the environment variable named by api_key_env.
     http: HttpOracleConfig = field(default_factory=HttpOracleConfig)
+    # Defences put in front of a local target (``--defence``), innermost first.
+    defences: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditConfig:
+    """``copycat audit``: each attack against each defence at each budget and seed; one run
+    directory per cell under ``out``."""
+
+    out: str = "audits/audit"
+    oracle: str = "torch:targets/fmnist"
+    attacks: tuple[str, ...] = ("npd-labels", "npd-probs", "pd-labels")
+    defences: tuple[str, ...] = ("none",)
+    budgets: tuple[int, ...] = (2000,)
+    seeds: tuple[int, ...] = (0,)
+    test_set: str = "fashion-mnist:test"
+    pd_pool: str = ""  # the PD attacks' pool; empty: pd:<the test set's dataset>
+    benign_images: int = 2000  # test images sent as benign traffic per defence
+    selection: str = StealConfig().selection  # of each attack's steal
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.attacks), "audit.attacks", self.attacks, "one attack or more")
+        _check(bool(self.defences), "audit.defences", self.defences, "one defence or more")
+        _check(
+            bool(self.budgets) and all(b >= 1 for b in self.budgets),
+            "audit.budgets",
+            self.budgets,
+            "budgets >= 1, e.g. 2k,10k",
+        )
+        _check(bool(self.seeds), "audit.seeds", self.seeds, "one seed or more")
+        _check(self.benign_images >= 1, "audit.benign_images", self.benign_images, ">= 1")
 
 
 def from_dict(cls: type[T], data: dict[str, Any], *, where: str = "") -> T:

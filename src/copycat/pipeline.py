@@ -7,6 +7,7 @@ stage can be re-run or resumed alone.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import asdict, dataclass, replace
@@ -38,6 +39,10 @@ log = logging.getLogger(__name__)
 
 def open_oracle(cfg: ExperimentConfig, **http_options: Any) -> Oracle:
     device = str(resolve_device(cfg.train.device))
+    if cfg.defences:  # the target behind its defences, then the output restriction
+        from copycat.defences.registry import open_defended
+
+        return open_defended(cfg.oracle, cfg.defences, output=cfg.output, device=device)
     http = experiment_http(cfg.oracle, cfg, http_options)
     return parse_oracle_spec(cfg.oracle, output=cfg.output, device=device, **http)
 
@@ -86,6 +91,7 @@ def _steal_locked(
         {
             "oracle": redacted_oracle(cfg),
             "output": cfg.output,
+            "defences": list(cfg.defences),
             "pool": to_jsonable(cfg.pool),
             "steal": to_jsonable(cfg.steal),
         },
@@ -286,6 +292,8 @@ def evaluate_stage(
     copycat = load_copycat(run)  # before any query: no copycat, nothing to pay for
     device = resolve_device(cfg.train.device)
     http = experiment_http(spec, cfg, http_options)
+    if oracle is None and cfg.defences:  # scored against what the thief could reach
+        oracle = open_oracle(dataclasses.replace(cfg, oracle=spec, output="label"))
     oracle = oracle or parse_oracle_spec(spec, output="label", device=str(device), **http)
     budget = queries = None
     matches: bool | None = None

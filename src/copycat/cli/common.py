@@ -29,6 +29,9 @@ def command_line(ctx: typer.Context) -> str:
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
             parts.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, list | tuple):  # a repeatable option
+            for item in value:
+                parts += [flag, shlex.quote(str(item))]
         elif value is not None:
             parts += [flag, shlex.quote(str(value))]
     return " ".join(parts)

@@ -16,6 +16,7 @@ from copycat.config import (
     TargetConfig,
     TrainConfig,
 )
+from copycat.defences.registry import DEFENCES
 from copycat.oracles.registry import ORACLES
 from copycat.pools.registry import POOLS
 from copycat.train.registry import MODELS
@@ -195,5 +196,15 @@ MaxCostOpt = Annotated[
     float | None,
     typer.Option(
         help="Hard cap on the cost, in the currency of --price-per-1000 (sets --max-billed)."
+    ),
+]
+
+# -- defences (steal / evaluate on local targets, serve) --------------------------------------
+DefenceOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--defence",
+        help=f"A defence in front of the target (repeatable, innermost first): "
+        f"{DEFENCES.usages()}. Local torch:/onnx: targets and serve only.",
     ),
 ]

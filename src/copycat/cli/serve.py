@@ -9,6 +9,7 @@ import typer
 from copycat.cli.common import errors
 from copycat.cli.options import (
     SERVE,
+    DefenceOpt,
     HostOpt,
     MaxBatchOpt,
     MaxBodyOpt,
@@ -43,6 +44,7 @@ def serve_cmd(
     max_clients: MaxClientsOpt = SERVE.max_clients,
     trusted_proxy_header: TrustedProxyHeaderOpt = SERVE.trusted_proxy_header,
     max_request_mp: MaxRequestMpOpt = SERVE.max_request_mp,
+    defence: DefenceOpt = None,
     # Test only, loopback only; hidden from --help and never read from the environment.
     faults: str | None = typer.Option(None, hidden=True, help="Test only."),
 ) -> None:
@@ -72,6 +74,7 @@ def serve_cmd(
             max_clients=max_clients,
             trusted_proxy_header=trusted_proxy_header or None,
             max_request_mp=max_request_mp,
+            defences=tuple(defence or ()),
         )
         serve(
             model,

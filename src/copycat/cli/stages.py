@@ -27,6 +27,7 @@ from copycat.cli.options import (
     BudgetOpt,
     ConcurrencyOpt,
     ConfigFileOpt,
+    DefenceOpt,
     DeviceOpt,
     DryRunOpt,
     EpochsOpt,
@@ -123,6 +124,7 @@ def steal_cmd(
     max_billed: MaxBilledOpt = STEAL.max_billed,
     max_cost: MaxCostOpt = None,
     dry_run: DryRunOpt = False,
+    defence: DefenceOpt = None,
 ) -> None:
     """Query the oracle with pool images under a budget; resumable at any moment."""
     from copycat.pipeline import open_oracle, steal_stage
@@ -159,6 +161,7 @@ def steal_cmd(
                 max_billed=billed_cap(max_billed, max_cost, price_per_1000),
             ),
             train=dataclasses.replace(TRAIN, device=device),
+            defences=tuple(defence or ()),
         )
         if dry_run:
             show_plan(cfg, price_per_1000=price_per_1000, http=http)
@@ -279,6 +282,7 @@ def evaluate_cmd(
     send_as: SendAsOpt = HTTP.send_as,
     allow_other_oracle: AllowOtherOracleOpt = False,
     price_per_1000: PriceOpt = HTTP.price_per_1000,
+    defence: DefenceOpt = None,
 ) -> None:
     """Score copycat and oracle on a labelled test set; writes eval.json."""
     from copycat.pipeline import evaluate_stage
@@ -307,6 +311,7 @@ def evaluate_cmd(
             oracle or "",
             test_set=test_set,
             train=dataclasses.replace(TRAIN, device=device),
+            defences=tuple(defence or ()),
         )
         r = evaluate_stage(
             cfg, command=command_line(ctx), allow_other_oracle=allow_other_oracle, **http

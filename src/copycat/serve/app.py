@@ -32,6 +32,8 @@ from fastapi.responses import JSONResponse
 
 from copycat import __version__
 from copycat.config import ServeConfig
+from copycat.defences.base import QueryRefused, as_client
+from copycat.defences.registry import apply_defences
 from copycat.errors import ConfigError
 from copycat.oracles.base import Answer
 from copycat.oracles.local import TorchOracle
@@ -62,7 +64,8 @@ def create_app(
     cfg = config or ServeConfig()
     folder = Path(oracle_folder)
     base = TorchOracle(folder)
-    oracle = restrict(base, cfg.output)
+    # defences hook: the target behind cfg.defences (per-client state), then the output restriction
+    oracle = restrict(apply_defences(base, cfg.defences), cfg.output)
     guard = Guard(
         key=api_key,
         model_name=cfg.name or folder.resolve().name,
@@ -90,10 +93,15 @@ def create_app(
         return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
 
     def answer(x: torch.Tensor, request: Request, endpoint: str) -> Answer:
-        ans = oracle.query(x)
+        client = guard.client_of(request)
+        with as_client(client):  # defences keep their state per client
+            try:
+                ans = oracle.query(x)
+            except QueryRefused as exc:  # a detector blocked this client
+                raise ApiError(403, str(exc)) from exc
         if qlog is not None:
             qlog.write(
-                client=guard.client_of(request),
+                client=client,
                 endpoint=endpoint,
                 model=guard.model_name,
                 n_images=len(x),
