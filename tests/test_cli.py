@@ -159,7 +159,18 @@ def test_errors_are_one_clear_line(
     assert "Traceback" not in res.output
 
 
-COMMANDS = ("target", "steal", "train", "evaluate", "report", "run", "serve", "status")
+COMMANDS = (
+    "target",
+    "steal",
+    "train",
+    "evaluate",
+    "report",
+    "run",
+    "serve",
+    "status",
+    "verify",
+    "audit",
+)
 
 
 def test_help_lists_every_command() -> None:
