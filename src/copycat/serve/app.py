@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from copycat.config import ServeConfig
 from copycat.defences.base import QueryRefused, as_client
 from copycat.defences.registry import apply_defences
 from copycat.errors import ConfigError
-from copycat.oracles.base import Answer
+from copycat.oracles.base import Answer, Oracle
 from copycat.oracles.local import TorchOracle
 from copycat.oracles.outputs import restrict
 from copycat.serve import wire
@@ -53,6 +54,32 @@ log = logging.getLogger(__name__)
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+@dataclass(slots=True, kw_only=True)
+class Served:
+    """One served target: the model, what its answers reveal, the guards and the query log."""
+
+    cfg: ServeConfig
+    base: TorchOracle
+    oracle: Oracle
+    guard: Guard
+    qlog: QueryLog | None
+    ready: bool = False
+
+    def answer(self, x: torch.Tensor, request: Request, endpoint: str) -> Answer:
+        """Query the (defended, restricted) target for one request, logged per client."""
+        client = self.guard.client_of(request)
+        with as_client(client):  # defences keep their state per client
+            try:
+                ans = self.oracle.query(x)
+            except QueryRefused as exc:  # a detector blocked this client
+                raise ApiError(403, str(exc)) from exc
+        if self.qlog is not None:
+            self.qlog.write(
+                client=client, endpoint=endpoint, model=self.guard.model_name, n_images=len(x)
+            )
+        return ans
+
+
 def create_app(
     oracle_folder: str | Path,
     *,
@@ -64,8 +91,6 @@ def create_app(
     cfg = config or ServeConfig()
     folder = Path(oracle_folder)
     base = TorchOracle(folder)
-    # defences hook: the target behind cfg.defences (per-client state), then the output restriction
-    oracle = restrict(apply_defences(base, cfg.defences), cfg.output)
     guard = Guard(
         key=api_key,
         model_name=cfg.name or folder.resolve().name,
@@ -75,15 +100,20 @@ def create_app(
         max_clients=cfg.max_clients,
         proxy_header=cfg.trusted_proxy_header,
     )
-    qlog = QueryLog(cfg.query_log) if cfg.query_log else None
-    state = {"ready": False}
-    output = cfg.output
+    served = Served(
+        cfg=cfg,
+        base=base,
+        # the target behind its defences (per-client state), then the output restriction
+        oracle=restrict(apply_defences(base, cfg.defences), cfg.output),
+        guard=guard,
+        qlog=QueryLog(cfg.query_log) if cfg.query_log else None,
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(base.model)  # load once, before the first request
-        state["ready"] = True
-        log.info("serving %s as %r (output %s)", folder, guard.model_name, output)
+        served.ready = True
+        log.info("serving %s as %r (output %s)", folder, guard.model_name, cfg.output)
         yield
 
     app = FastAPI(title="copycat target", version=__version__, lifespan=lifespan)
@@ -92,21 +122,22 @@ def create_app(
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
 
-    def answer(x: torch.Tensor, request: Request, endpoint: str) -> Answer:
-        client = guard.client_of(request)
-        with as_client(client):  # defences keep their state per client
-            try:
-                ans = oracle.query(x)
-            except QueryRefused as exc:  # a detector blocked this client
-                raise ApiError(403, str(exc)) from exc
-        if qlog is not None:
-            qlog.write(
-                client=client,
-                endpoint=endpoint,
-                model=guard.model_name,
-                n_images=len(x),
-            )
-        return ans
+    _add_metadata_routes(app, served)
+    _add_inference_routes(app, served)
+    if faults is not None:
+        log.warning("fault injection is on (test only): %s", faults)
+        return with_fault_control(app, faults, guard=guard)
+    return app
+
+
+def _check_version(version: str) -> None:
+    if version != "1":
+        raise ApiError(404, f"model version {version!r} is not served here; this server has 1")
+
+
+def _add_metadata_routes(app: FastAPI, served: Served) -> None:
+    """Health, server and model metadata: free, but model routes still check the key."""
+    guard = served.guard
 
     @app.get("/v2/health/live")
     def live() -> dict[str, bool]:
@@ -114,35 +145,36 @@ def create_app(
 
     @app.get("/v2/health/ready")
     def ready() -> dict[str, bool]:
-        return {"ready": state["ready"]}
+        return {"ready": served.ready}
 
     @app.get("/v2")
     def server_metadata() -> dict[str, Any]:
         return {"name": "copycat", "version": __version__, "extensions": [wire.EXTENSION]}
 
-    def check_version(version: str) -> None:
-        if version != "1":
-            raise ApiError(404, f"model version {version!r} is not served here; this server has 1")
-
     @app.get("/v2/models/{model}")
     @app.get("/v2/models/{model}/versions/{version}")
     def metadata_route(model: str, request: Request, version: str = "1") -> dict[str, Any]:
         guard(request, model)
-        check_version(version)
-        return model_metadata(base, cfg, guard.model_name)
+        _check_version(version)
+        return model_metadata(served.base, served.cfg, guard.model_name)
 
     @app.get("/v2/models/{model}/ready")
     @app.get("/v2/models/{model}/versions/{version}/ready")
     def model_ready(model: str, request: Request, version: str = "1") -> dict[str, Any]:
         guard(request, model)
-        check_version(version)
-        return {"name": guard.model_name, "ready": state["ready"]}
+        _check_version(version)
+        return {"name": guard.model_name, "ready": served.ready}
+
+
+def _add_inference_routes(app: FastAPI, served: Served) -> None:
+    """The costly routes: every guard and bound runs before any pixel is decoded."""
+    guard, cfg, base = served.guard, served.cfg, served.base
 
     @app.post("/v2/models/{model}/infer", response_model=None)
     @app.post("/v2/models/{model}/versions/{version}/infer", response_model=None)
     async def infer(model: str, request: Request, version: str = "1") -> Any:
         guard(request, model, costly=True)
-        check_version(version)
+        _check_version(version)
         body = await read_body(request, max_bytes=cfg.max_body_bytes)
         req, raw = wire.read_request(body, request.headers.get(wire.HEADER))
         binary = wire.binary_wanted(req)
@@ -156,7 +188,7 @@ def create_app(
         )
         guard.images(request, planned.n_images)
         x = await run_in_threadpool(planned.decode)
-        ans = await run_in_threadpool(answer, x, request, "infer")
+        ans = await run_in_threadpool(served.answer, x, request, "infer")
         outs, arrays = infer_outputs(ans, [o.name for o in req.outputs] if req.outputs else None)
         header: dict[str, Any] = {
             "model_name": guard.model_name,
@@ -186,14 +218,9 @@ def create_app(
         )
         guard.images(request, planned.n_images)
         x = await run_in_threadpool(planned.decode)
-        ans = await run_in_threadpool(answer, x, request, "predict")
+        ans = await run_in_threadpool(served.answer, x, request, "predict")
         rows = predict_rows(ans, base.card.class_names)
         return rows[0] if single else rows
-
-    if faults is not None:
-        log.warning("fault injection is on (test only): %s", faults)
-        return with_fault_control(app, faults, guard=guard)
-    return app
 
 
 def model_metadata(base: TorchOracle, cfg: ServeConfig, name: str) -> dict[str, Any]:
