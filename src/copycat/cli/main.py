@@ -13,6 +13,7 @@ import typer
 from rich.logging import RichHandler
 
 from copycat.cli.common import console
+from copycat.cli.curve import curve_cmd
 from copycat.cli.serve import serve_cmd
 from copycat.cli.stages import evaluate_cmd, report_cmd, run_cmd, steal_cmd, train_cmd
 from copycat.cli.target import target_app
@@ -30,6 +31,7 @@ app.command("evaluate")(evaluate_cmd)
 app.command("report")(report_cmd)
 app.command("run")(run_cmd)
 app.command("serve")(serve_cmd)
+app.command("curve")(curve_cmd)
 
 
 @app.callback()

@@ -7,6 +7,7 @@ only when the command runs, so ``--help`` stays quick) and prints a table.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,21 @@ def parse_mix(mix: str) -> tuple[float, ...]:
         raise ConfigError(f"--mix {mix!r} is invalid; accepted: weights like 0.7,0.3") from exc
 
 
+def coverage_progress(bar: Any, task: Any, oracle: Any) -> Callable[[int, int, list[int]], None]:
+    """A steal progress callback showing the label histogram, rarest class and imbalance."""
+    from copycat.steal.coverage import class_coverage, class_names_of, progress_text
+
+    names: list[str] = []
+
+    def on_batch(done: int, total: int, hist: list[int]) -> None:
+        if not names:
+            names.extend(class_names_of(oracle, len(hist)))
+        info = progress_text(class_coverage(hist, class_names=names))
+        bar.update(task, completed=done, info=info)
+
+    return on_batch
+
+
 def steal_cmd(
     ctx: typer.Context,
     oracle: OracleOpt,
@@ -136,10 +152,8 @@ def steal_cmd(
         with progress() as bar:
             task = bar.add_task("steal", total=budget, info="")
 
-            def on_batch(done: int, total: int, hist: list[int]) -> None:
-                bar.update(task, completed=done, info=f"labels {hist}")
-
             the_oracle = open_oracle(cfg, **http)
+            on_batch = coverage_progress(bar, task, the_oracle)
             s = steal_stage(cfg, command=command_line(ctx), on_batch=on_batch, oracle=the_oracle)
     ledger = getattr(the_oracle, "ledger", None)
     cost = list(ledger.as_dict().items()) if ledger is not None else []
@@ -282,7 +296,7 @@ def run_cmd(ctx: typer.Context, config: ConfigFileOpt) -> None:
                 cfg,
                 command=command_line(ctx),
                 on_target_step=target_bar,
-                on_batch=lambda d, _t, h: bar.update(steal_task, completed=d, info=f"labels {h}"),
+                on_batch=coverage_progress(bar, steal_task, None),
                 on_step=step_bar(bar, cfg.train.epochs, "copycat"),
             )
     table(

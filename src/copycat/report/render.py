@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from copycat.errors import CopycatError
+from copycat.report.coverage import coverage_lines
+from copycat.report.curve import curve_lines
 from copycat.report.plots import plot_confusions, plot_curves, plot_histogram
 from copycat.runs import RunDir
 from copycat.steal.store import AnswerStore
@@ -30,6 +32,7 @@ def render_report(run: RunDir) -> Path:
     cfg = run.read_config()
     lines = [f"# Copycat report: `{run.root}`", ""]
     lines += _result(ev)
+    lines += curve_lines(run.root)
     lines += _queries(run)
     lines += _fake_dataset(run, ev["class_names"])
     lines += _training(run)
@@ -99,6 +102,7 @@ def _fake_dataset(run: RunDir, names: list[str]) -> list[str]:
         "",
         f"Most to least frequent label: {max(hist)} to {min(hist)} ({ratio:.1f}:1).",
         "",
+        *coverage_lines(hist, names),
     ]
 
 
