@@ -137,3 +137,13 @@ def test_target_train_on_an_image_folder(tmp_path: Path) -> None:
     assert card["test_accuracy"] >= 0.75  # colour is easy; 8 test images
     val = load_labelled(f"folder:{tmp_path / 'data'}", input_shape=(3, 16, 16))
     assert len(val) == 40  # a folder: test set is the whole tree
+
+
+def test_npd_exclusion_by_path_words(tmp_path: Path) -> None:
+    from copycat.pools.sources import build_npd, exclude_files
+
+    files = [tmp_path / p for p in ("people/clothing/hat.png", "animals/cat.png", "x/T-Shirt.png")]
+    kept = exclude_files(files, tmp_path, ("people/clothing", "shirt"))
+    assert kept == [tmp_path / "animals/cat.png"]
+    with pytest.raises(DataError, match="npd:exclude=WORD"):
+        build_npd("without=shirt", shape=(1, 28, 28), max_pixels=10**7)

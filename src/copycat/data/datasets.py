@@ -206,7 +206,9 @@ def check_split(dataset: str, split: str) -> None:
         )
 
 
-def fashion_mnist_split(split: str, *, input_shape: tuple[int, int, int] | None = None) -> LabelledSet:
+def fashion_mnist_split(
+    split: str, *, input_shape: tuple[int, int, int] | None = None
+) -> LabelledSet:
     """``fashion-mnist:train|val|test``: val is a seeded tenth of the 60,000 training images."""
     check_split("fashion-mnist", split)
     if split == "test":
@@ -216,9 +218,7 @@ def fashion_mnist_split(split: str, *, input_shape: tuple[int, int, int] | None 
     return subset(full, idx, name=f"fashion-mnist:{split}")
 
 
-def folder_split(
-    path: str | Path, split: str, *, input_shape: tuple[int, int, int]
-) -> LabelledSet:
+def folder_split(path: str | Path, split: str, *, input_shape: tuple[int, int, int]) -> LabelledSet:
     """A split of a user's ImageFolder tree: seeded, stratified 70% train, 10% val, 20% test."""
     check_split("folder", split)
     full = load_image_folder(path, input_shape=input_shape)
@@ -241,9 +241,7 @@ def load_labelled(spec: str, *, input_shape: tuple[int, int, int] | None = None)
             raise ConfigError("folder: test sets need the oracle's input shape")
         return load_image_folder(rest, input_shape=input_shape)
     if scheme not in DATASETS:
-        raise ConfigError(
-            f"unknown labelled set {spec!r}; use {DATASETS.usages()} or folder:PATH"
-        )
+        raise ConfigError(f"unknown labelled set {spec!r}; use {DATASETS.usages()} or folder:PATH")
     split = rest or "test"
     check_split(scheme, split)
     loaded: LabelledSet = DATASETS.get(scheme)(split, input_shape=input_shape)

@@ -16,11 +16,11 @@ from safetensors.torch import save_file
 
 from copycat.config import TrainConfig
 from copycat.data.datasets import LabelledSet, folder_split, load_labelled
-from copycat.evaluate.metrics import classification_metrics
-from copycat.train.models import init_model
-from copycat.oracles.local import ONNX_NAME, WEIGHTS_NAME, TargetCard
 from copycat.devices import resolve_device
+from copycat.evaluate.metrics import classification_metrics
+from copycat.oracles.local import ONNX_NAME, WEIGHTS_NAME, TargetCard
 from copycat.train.fit import StepFn, fit, predict
+from copycat.train.models import init_model
 
 log = logging.getLogger(__name__)
 
