@@ -161,7 +161,7 @@ def tables(results: list[dict[str, Any]], budgets: tuple[int, ...]) -> tuple[str
         [
             "target",
             "method",
-            "target acc",
+            "target acc (split)",
             "queries to 0.90",
             "queries to 0.95",
             "rarest class %",
@@ -208,9 +208,22 @@ def main(argv: list[str] | None = None) -> None:
                     flush=True,
                 )
                 results.append(r)
+                # written after every case, so a run cut short keeps what it measured
+                save(args, results, budgets, folders, seeds, time.perf_counter() - t_all)
     head, grid = tables(results, budgets)
-    total = time.perf_counter() - t_all
-    print("\n" + head + "\n\n" + grid + f"\n\ntotal {total:.0f} s")
+    print("\n" + head + "\n\n" + grid + f"\n\ntotal {time.perf_counter() - t_all:.0f} s")
+
+
+def save(
+    args: Any,
+    results: list[dict[str, Any]],
+    budgets: tuple[int, ...],
+    folders: dict[str, Path],
+    seeds: int,
+    total: float,
+) -> None:
+    """Write ``suite[-quick][-TAG].md`` and ``.json`` under ``--out``."""
+    head, grid = tables(results, budgets)
     info = common.machine_info(args.device, args.threads)
     cards = {n: common.target_summary(f) for n, f in folders.items()}
     target_rows = [[n, c["arch"], c["epochs"], c["test_accuracy"]] for n, c in cards.items()]
@@ -222,8 +235,8 @@ def main(argv: list[str] | None = None) -> None:
             ("Targets", common.md_table(["target", "arch", "epochs", "test acc"], target_rows)),
             ("Queries to reach 0.90 / 0.95 of the target", head),
             ("By budget (median [min-max] over seeds)", grid),
-            ("", f"Total wall time: {total:.0f} s; {seeds} seed(s); copycat epochs "
-                 f"{args.copycat_epochs or 'default'}."),
+            ("", f"Wall time so far: {total:.0f} s; {len(results)} case(s) of "
+                 f"{seeds} seed(s) each; copycat epochs {args.copycat_epochs or 'default'}."),
         ],
         data={"budgets": list(budgets), "split": args.split, "seeds": seeds,
               "targets": cards, "results": results, "total_s": total},
