@@ -10,7 +10,7 @@ BUDGET ?= 20000
 POOL   ?= npd
 DEVICE ?= auto
 
-.PHONY: setup data demo test test-interop bench bench-full bench-gpu lint clean clean-runs
+.PHONY: setup data demo test test-interop bench bench-full bench-gpu lint clean clean-runs suite bench-suite
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -84,3 +84,24 @@ clean-runs:  ## delete $(RUN) and its paid answers: make clean-runs CONFIRM=1
 	  exit 1; \
 	fi
 	rm -rf $(RUN)
+
+# -- the development suite (docs/suite.md) ---------------------------------------------------
+CACHE       ?= $(HOME)/.cache/copycat
+SUITE       ?= targets/suite
+EMOJI_VER   ?= 16.0.0
+
+suite: setup  ## suite data (scikit-learn digits, npm emoji) and its targets in targets/suite
+	@for s in google twitter; do \
+	  d=$(CACHE)/emoji-datasource-$$s; \
+	  if [ ! -f $$d/emoji.json ]; then \
+	    command -v npm >/dev/null || { echo "suite: the emoji set needs npm (apt-get install npm)"; exit 1; }; \
+	    mkdir -p $$d $(CACHE)/npm; \
+	    (cd $(CACHE)/npm && npm pack --silent emoji-datasource-$$s@$(EMOJI_VER)) || exit 1; \
+	    tar xzf $(CACHE)/npm/emoji-datasource-$$s-$(EMOJI_VER).tgz --strip-components=1 -C $$d \
+	      --wildcards package/emoji.json package/LICENSE "package/img/$$s/64/*" || exit 1; \
+	  fi; \
+	done
+	$(BIN)/copycat target suite --out $(SUITE) --device $(DEVICE)
+
+bench-suite: suite  ## steal strength across the suite (quick: minutes on 2 CPU cores)
+	$(BIN)/python benchmarks/suite.py --quick

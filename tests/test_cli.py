@@ -170,6 +170,7 @@ COMMANDS = (
     "status",
     "verify",
     "audit",
+    "curve",
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from copycat.config import ExperimentConfig, TrainConfig, to_jsonable
 from copycat.data.datasets import load_labelled
 from copycat.devices import resolve_device
 from copycat.errors import CopycatError
+from copycat.evaluate.curve import BudgetCurve, CurvePoint
 from copycat.evaluate.evaluate import EvalResult, evaluate
 from copycat.oracles.base import Oracle
 from copycat.oracles.registry import parse_oracle_spec
@@ -28,6 +30,7 @@ from copycat.pools.pool import build_pool
 from copycat.redact import redact_text
 from copycat.report.render import render_report
 from copycat.runs import RunDir, write_atomic
+from copycat.steal.coverage import Coverage, class_coverage, class_names_of, warn_rare
 from copycat.steal.loop import ProgressFn, StealSummary, steal
 from copycat.steal.store import AnswerStore
 from copycat.train.checkpoint import load_checkpoint, load_copycat, write_metrics
@@ -112,6 +115,7 @@ def _steal_locked(
             )
     finally:  # an interrupted or failed run paid for queries too: the ledger says so
         write_steal_json(run, summary, getattr(oracle, "ledger", None))
+    write_coverage(run, summary, class_names=class_names_of(oracle, oracle.num_classes))
     return summary
 
 
@@ -173,6 +177,17 @@ def steal_plan(
         requests=-(-would_send // batch) if batch else None,
         estimated_cost=round(would_send / 1000 * price_per_1000, 6),
     )
+
+
+def write_coverage(run: RunDir, summary: StealSummary, *, class_names: list[str]) -> Coverage:
+    """Add the class coverage of the answers to ``steal.json``; warn about rare classes."""
+    cov = class_coverage(summary.label_histogram, class_names=class_names)
+    warn_rare(cov)
+    path = run.root / "steal.json"
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data["coverage"] = cov.as_dict()
+    write_atomic(path, json.dumps(data, indent=2) + "\n")
+    return cov
 
 
 def write_steal_json(run: RunDir, summary: StealSummary | None, ledger: Any) -> None:
@@ -354,3 +369,54 @@ def run_all(
     train_stage(cfg, command=command, on_step=on_step)
     result = evaluate_stage(cfg, command=command)
     return result, report_stage(cfg.run_dir)
+
+
+def curve_stage(
+    cfg: ExperimentConfig,
+    *,
+    budgets: tuple[int, ...],
+    command: str | None = None,
+    oracle: Oracle | None = None,
+    on_point: Callable[[CurvePoint], None] | None = None,
+    **http_options: Any,
+) -> BudgetCurve:
+    """The budget curve of the run: copycats trained (``cfg.train``) on prefixes of its answers
+    in query order, scored against the oracle on ``cfg.test_set``; writes ``curve.json`` and
+    ``curve.png``."""
+    from copycat.evaluate.curve import budget_curve
+    from copycat.report.plots import plot_budget_curve
+
+    run = RunDir.at(cfg.run_dir)
+    if not run.store.is_file():
+        raise CopycatError(f"no answers in {run.root}; run `copycat steal --run-dir {run.root}`")
+    oracle = oracle or parse_oracle_spec(cfg.oracle, output="label", **http_options)
+    with AnswerStore(run.store) as store:
+        data = store.load()
+        num_classes = int(store.meta()["num_classes"])
+    if cfg.train.labels == "soft" and data.probs is None:
+        raise CopycatError("labels='soft' but the oracle gave labels only; use --labels hard")
+    soft = data.probs is not None and cfg.train.labels in ("auto", "soft")
+    targets = data.probs if soft and data.probs is not None else data.labels
+    test = load_labelled(cfg.test_set, input_shape=oracle.input_shape)
+    curve = budget_curve(
+        data.images,
+        targets,
+        num_classes=num_classes,
+        budgets=budgets,
+        test_set=test,
+        oracle=oracle,
+        config=cfg.train,
+        on_point=on_point,
+    )
+    curve.save(run.root / "curve.json")
+    plot_budget_curve(curve_dict(curve), run.root / "curve.png")
+    run.record(
+        "curve",
+        {"oracle": cfg.oracle, "test_set": cfg.test_set, "budgets": list(budgets)},
+        command,
+    )
+    return curve
+
+
+def curve_dict(curve: BudgetCurve) -> dict[str, Any]:
+    return json.loads(json.dumps(asdict(curve)))

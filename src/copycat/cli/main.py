@@ -14,6 +14,7 @@ from rich.logging import RichHandler
 from typer.core import TyperGroup
 
 from copycat.cli.common import console
+from copycat.cli.curve import curve_cmd
 from copycat.cli.defences import audit_cmd, verify_cmd
 from copycat.cli.serve import serve_cmd
 from copycat.cli.stages import evaluate_cmd, report_cmd, run_cmd, steal_cmd, train_cmd
@@ -62,6 +63,7 @@ app.command("serve")(serve_cmd)
 app.command("status")(status_cmd)
 app.command("verify")(verify_cmd)
 app.command("audit")(audit_cmd)
+app.command("curve")(curve_cmd)
 
 
 @app.callback()

@@ -16,6 +16,7 @@ from copycat.config import (
     TargetConfig,
     TrainConfig,
 )
+from copycat.data.registry import DATASETS
 from copycat.defences.registry import DEFENCES
 from copycat.oracles.registry import ORACLES
 from copycat.pools.registry import POOLS
@@ -75,7 +76,11 @@ TrainAugmentOpt = Annotated[bool, typer.Option(help="Shift and flip the answers 
 
 # -- evaluate / run / target -----------------------------------------------------------------
 TestSetOpt = Annotated[
-    str, typer.Option(help="fashion-mnist:test or folder:PATH (ImageFolder layout).")
+    str,
+    typer.Option(
+        help=f"Labelled set: {DATASETS.usages()} (SPLIT: train, val or test), or "
+        "folder:PATH (ImageFolder layout)."
+    ),
 ]
 EvalOracleOpt = Annotated[
     str | None,
@@ -98,7 +103,12 @@ DryRunOpt = Annotated[
     ),
 ]
 ConfigFileOpt = Annotated[Path, typer.Option("--config", help="Experiment TOML (see configs/).")]
-DatasetOpt = Annotated[str, typer.Option(help="Labelled dataset: fashion-mnist.")]
+DatasetOpt = Annotated[
+    str,
+    typer.Option(
+        help=f"Labelled set: {', '.join(DATASETS.names())}, or folder:PATH (ImageFolder tree)."
+    ),
+]
 TargetOutOpt = Annotated[
     Path, typer.Option("--out", help="Folder for model.safetensors, card.json, model.onnx.")
 ]
@@ -207,4 +217,25 @@ DefenceOpt = Annotated[
         help=f"A defence in front of the target (repeatable, innermost first): "
         f"{DEFENCES.usages()}. Local torch:/onnx: targets and serve only.",
     ),
+]
+
+# -- target suite and budget curve -------------------------------------------------------------
+TargetShapeOpt = Annotated[
+    str | None,
+    typer.Option("--input-shape", help="folder: sets only: C,H,W to resize to (default 3,32,32)."),
+]
+SuiteOutOpt = Annotated[Path, typer.Option("--out", help="Folder of the suite's targets.")]
+SuiteOnlyOpt = Annotated[
+    str, typer.Option("--only", help="Comma-separated suite targets (default: all).")
+]
+QuickOpt = Annotated[bool, typer.Option(help="Few epochs: quick, weaker targets.")]
+BudgetsOpt = Annotated[
+    str, typer.Option(help="Answer counts to train copycats on, e.g. 1k,2k,5k,10k,20k.")
+]
+CurveOracleOpt = Annotated[
+    str | None, typer.Option("--oracle", help="The target (default: the run's steal oracle).")
+]
+CurveTestSetOpt = Annotated[
+    str | None,
+    typer.Option("--test-set", help="Labelled set to score on (default: the run's evaluate one)."),
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,21 @@ def billed_cap(max_billed: int | None, max_cost: float | None, price: float) -> 
     return cap if max_billed is None else min(max_billed, cap)
 
 
+def coverage_progress(bar: Any, task: Any, oracle: Any) -> Callable[[int, int, list[int]], None]:
+    """A steal progress callback showing the label histogram, rarest class and imbalance."""
+    from copycat.steal.coverage import class_coverage, class_names_of, progress_text
+
+    names: list[str] = []
+
+    def on_batch(done: int, total: int, hist: list[int]) -> None:
+        if not names:
+            names.extend(class_names_of(oracle, len(hist)))
+        info = progress_text(class_coverage(hist, class_names=names))
+        bar.update(task, completed=done, info=info)
+
+    return on_batch
+
+
 def steal_cmd(
     ctx: typer.Context,
     oracle: OracleOpt,
@@ -169,10 +185,8 @@ def steal_cmd(
         with progress() as bar:
             task = bar.add_task("steal", total=budget, info="")
 
-            def on_batch(done: int, total: int, hist: list[int]) -> None:
-                bar.update(task, completed=done, info=f"labels {hist}")
-
             the_oracle = open_oracle(cfg, **http)
+            on_batch = coverage_progress(bar, task, the_oracle)
             s = steal_stage(cfg, command=command_line(ctx), on_batch=on_batch, oracle=the_oracle)
     ledger = getattr(the_oracle, "ledger", None)
     cost: list[tuple[str, Any]] = []
@@ -358,7 +372,7 @@ def run_cmd(ctx: typer.Context, config: ConfigFileOpt) -> None:
                 cfg,
                 command=command_line(ctx),
                 on_target_step=target_bar,
-                on_batch=lambda d, _t, h: bar.update(steal_task, completed=d, info=f"labels {h}"),
+                on_batch=coverage_progress(bar, steal_task, None),
                 on_step=step_bar(bar, cfg.train.epochs, "copycat"),
             )
     table(

@@ -14,8 +14,12 @@ from copycat.cli.options import (
     DatasetOpt,
     DeviceOpt,
     EpochsOpt,
+    QuickOpt,
     SeedOpt,
+    SuiteOnlyOpt,
+    SuiteOutOpt,
     TargetOutOpt,
+    TargetShapeOpt,
 )
 
 target_app = typer.Typer(help="Train and publish targets (victims to audit).", no_args_is_help=True)
@@ -29,14 +33,21 @@ def target_train(
     arch: ArchOpt = TARGET.train.arch,
     seed: SeedOpt = TARGET.train.seed,
     device: DeviceOpt = TARGET.train.device,
+    input_shape: TargetShapeOpt = None,
 ) -> None:
     """Train a target classifier and publish it (safetensors + card + ONNX)."""
+    from copycat.oracles.http.formats import parse_shape
     from copycat.targets.publish import train_target_on
 
     cfg = dataclasses.replace(TARGET.train, epochs=epochs, arch=arch, seed=seed, device=device)
     with errors(), progress() as bar:
+        shape = parse_shape(input_shape) if input_shape else None
         res = train_target_on(
-            dataset, out=out, config=cfg, on_step=step_bar(bar, epochs, "target", metric="accuracy")
+            dataset,
+            out=out,
+            config=cfg,
+            on_step=step_bar(bar, epochs, "target", metric="accuracy"),
+            input_shape=shape,
         )
     table(
         f"target {out}",
@@ -44,5 +55,28 @@ def target_train(
             ("test accuracy", res.card.test_accuracy),
             ("test macro-F1", res.card.test_macro_f1),
             ("train seconds", round(res.seconds, 1)),
+        ],
+    )
+
+
+@target_app.command("suite")
+def target_suite(
+    out: SuiteOutOpt = Path("targets/suite"),
+    only: SuiteOnlyOpt = "",
+    quick: QuickOpt = False,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = TARGET.train.device,
+) -> None:
+    """Train the development suite's targets that are missing (Fashion-MNIST, digits, emoji)."""
+    from copycat.targets.suite import build_suite
+
+    names = tuple(n.strip() for n in only.split(",") if n.strip()) or None
+    with errors():  # epochs differ per target: the library's log lines show progress
+        cards = build_suite(out, names=names, quick=quick, device=device, seed=seed)
+    table(
+        f"suite {out}",
+        [
+            (name, f"{c.arch} on {c.dataset}: test accuracy {c.test_accuracy:.4f}")
+            for name, c in cards.items()
         ],
     )

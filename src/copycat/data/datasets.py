@@ -1,6 +1,9 @@
-"""Labelled image sets: Fashion-MNIST from its original IDX files, and ImageFolder test sets.
+"""Labelled image sets: Fashion-MNIST from its original IDX files, ImageFolder trees, and the
+``NAME:SPLIT`` parser every stage uses (names from :data:`copycat.data.registry.DATASETS`).
 
-Images are held as ``uint8`` tensors of shape (N, C, H, W); labels as ``int64`` (N,).
+Images are held as ``uint8`` tensors of shape (N, C, H, W); labels as ``int64`` (N,). Every named
+set has ``train``, ``val`` and ``test`` splits; ``val`` is carved from the training data with a
+fixed seed (never from the test split) and ``train`` is what remains.
 """
 
 from __future__ import annotations
@@ -159,13 +162,87 @@ def load_image_folder(path: str | Path, *, input_shape: tuple[int, int, int]) ->
     )
 
 
+SPLITS = ("train", "val", "test")
+# Fixed, so that a validation split is the same images in every run, on every machine.
+SPLIT_SEED = 20_261_127
+VAL_FRACTION = 0.1
+
+
+def carve(
+    labels: torch.Tensor, *, val: float, test: float = 0.0, seed: int = SPLIT_SEED
+) -> dict[str, torch.Tensor]:
+    """Stratified, seeded split of positions 0..N-1 into ``train``, ``val`` and ``test``.
+
+    Per class, a share ``val`` (and ``test``) of its images, rounded, goes to that split; the
+    rest to ``train``. The result depends only on ``labels`` and ``seed``. Returns sorted
+    int64 index tensors."""
+    rng = np.random.default_rng(seed)
+    lab = labels.numpy()
+    parts: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    for c in np.unique(lab):
+        idx = rng.permutation(np.flatnonzero(lab == c))
+        n_test, n_val = round(len(idx) * test), round(len(idx) * val)
+        parts["test"].append(idx[:n_test])
+        parts["val"].append(idx[n_test : n_test + n_val])
+        parts["train"].append(idx[n_test + n_val :])
+    return {
+        s: torch.from_numpy(np.sort(np.concatenate(p)) if p else np.zeros(0, np.int64)).long()
+        for s, p in parts.items()
+    }
+
+
+def subset(ds: LabelledSet, idx: torch.Tensor, *, name: str) -> LabelledSet:
+    """The images of ``ds`` at positions ``idx`` (N,) int64, renamed."""
+    return LabelledSet(
+        images=ds.images[idx], labels=ds.labels[idx], class_names=ds.class_names, name=name
+    )
+
+
+def check_split(dataset: str, split: str) -> None:
+    if split not in SPLITS:
+        raise ConfigError(
+            f"{dataset} split {split!r} is unknown; use {dataset}:train, {dataset}:val "
+            f"or {dataset}:test"
+        )
+
+
+def fashion_mnist_split(
+    split: str, *, input_shape: tuple[int, int, int] | None = None
+) -> LabelledSet:
+    """``fashion-mnist:train|val|test``: val is a seeded tenth of the 60,000 training images."""
+    check_split("fashion-mnist", split)
+    if split == "test":
+        return load_fashion_mnist("test")
+    full = load_fashion_mnist("train")
+    idx = carve(full.labels, val=VAL_FRACTION)[split]
+    return subset(full, idx, name=f"fashion-mnist:{split}")
+
+
+def folder_split(path: str | Path, split: str, *, input_shape: tuple[int, int, int]) -> LabelledSet:
+    """A split of a user's ImageFolder tree: seeded, stratified 70% train, 10% val, 20% test."""
+    check_split("folder", split)
+    full = load_image_folder(path, input_shape=input_shape)
+    idx = carve(full.labels, val=VAL_FRACTION, test=0.2)[split]
+    if len(idx) == 0:
+        raise DataError(
+            f"{full.name} has too few images for a {split} split; add images to each class"
+        )
+    return subset(full, idx, name=f"{full.name}:{split}")
+
+
 def load_labelled(spec: str, *, input_shape: tuple[int, int, int] | None = None) -> LabelledSet:
-    """Parse ``fashion-mnist[:train|test]`` or ``folder:PATH`` and load it."""
+    """Parse ``NAME[:train|val|test]`` (a name of ``DATASETS``; test by default) or
+    ``folder:PATH`` (a whole ImageFolder tree) and load it."""
+    from copycat.data.registry import DATASETS
+
     scheme, _, rest = spec.partition(":")
-    if scheme == "fashion-mnist":
-        return load_fashion_mnist(rest or "test")
     if scheme == "folder":
         if input_shape is None:
             raise ConfigError("folder: test sets need the oracle's input shape")
         return load_image_folder(rest, input_shape=input_shape)
-    raise ConfigError(f"unknown test set {spec!r}; use fashion-mnist:test or folder:PATH")
+    if scheme not in DATASETS:
+        raise ConfigError(f"unknown labelled set {spec!r}; use {DATASETS.usages()} or folder:PATH")
+    split = rest or "test"
+    check_split(scheme, split)
+    loaded: LabelledSet = DATASETS.get(scheme)(split, input_shape=input_shape)
+    return loaded

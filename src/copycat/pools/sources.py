@@ -268,11 +268,24 @@ def skimage_photos() -> list[Path]:
     return sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def npd_source(*, shape: tuple[int, int, int], max_pixels: int) -> BankSource:
-    """The built-in non-problem-domain pool: openclipart PNGs plus scikit-image's photos."""
+def exclude_files(files: list[Path], root: Path, words: tuple[str, ...]) -> list[Path]:
+    """``files`` less those whose path below ``root`` (lower-cased) contains one of ``words``."""
+    return [f for f in files if not any(w in str(f.relative_to(root)).lower() for w in words)]
+
+
+def npd_source(
+    *, shape: tuple[int, int, int], max_pixels: int, exclude: tuple[str, ...] = ()
+) -> BankSource:
+    """The built-in non-problem-domain pool: openclipart PNGs plus scikit-image's photos.
+    Clip-art whose path below the openclipart folder contains a word of ``exclude`` is left
+    out (e.g. ``people/clothing`` when the target classifies garments)."""
     files = skimage_photos()
     if OPENCLIPART_DIR.is_dir():
         clip, skipped = list_images(OPENCLIPART_DIR)
+        if exclude:
+            kept = exclude_files(clip, OPENCLIPART_DIR, exclude)
+            log.info("npd: %d clip-art files excluded by %s", len(clip) - len(kept), exclude)
+            clip = kept
         files += clip
     else:
         skipped = Counter()
@@ -322,8 +335,13 @@ class NoiseSource:
 
 
 def build_npd(arg: str, *, shape: tuple[int, int, int], max_pixels: int) -> BankSource:
-    """``npd``: openclipart PNGs plus scikit-image's photos."""
-    return npd_source(shape=shape, max_pixels=max_pixels)
+    """``npd``: openclipart PNGs plus scikit-image's photos; ``npd:exclude=WORD,...`` leaves
+    out the clip-art whose path holds one of the words (images of the target's own classes)."""
+    key, _, words = arg.partition("=")
+    if arg and key != "exclude":
+        raise DataError(f"pool npd:{arg} is invalid; use npd or npd:exclude=WORD,WORD")
+    exclude = tuple(w.strip().lower() for w in words.split(",") if w.strip())
+    return npd_source(shape=shape, max_pixels=max_pixels, exclude=exclude)
 
 
 def build_folder(arg: str, *, shape: tuple[int, int, int], max_pixels: int) -> FolderSource:

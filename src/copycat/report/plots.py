@@ -71,3 +71,26 @@ def plot_confusions(ev: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_budget_curve(curve: dict[str, Any], path: Path) -> None:
+    """Performance and agreement against answers (``curve.json``), with the 0.90 / 0.95 goals."""
+    plt = _plt()
+    pts = curve["points"]
+    xs = [p["answers"] for p in pts]
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    ax.plot(xs, [p["performance_accuracy"] for p in pts], marker="o", label="performance (acc)")
+    ax.plot(xs, [p["agreement"] for p in pts], marker="s", label="agreement")
+    for goal, style in ((0.90, ":"), (0.95, "--")):
+        ax.axhline(goal, color="grey", linestyle=style, linewidth=0.8)
+    if len(xs) > 1 and min(xs) > 0:
+        ax.set_xscale("log")
+        ax.minorticks_off()
+    ax.set_xticks(xs, [f"{x:,}" for x in xs], fontsize=8)
+    ax.set_xlabel("answers (queries), in query order")
+    ax.set_ylabel("copycat vs target")
+    ax.set_title("Budget curve")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

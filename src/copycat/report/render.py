@@ -10,6 +10,8 @@ from typing import Any
 
 from copycat.errors import CopycatError
 from copycat.redact import redact_text
+from copycat.report.coverage import coverage_lines
+from copycat.report.curve import curve_lines
 from copycat.report.plots import plot_confusions, plot_curves, plot_histogram
 from copycat.runs import RunDir, read_json, write_atomic
 from copycat.steal.store import AnswerStore
@@ -31,6 +33,7 @@ def render_report(run: RunDir) -> Path:
     cfg = run.read_config()
     lines = [f"# Copycat report: `{run.root}`", ""]
     lines += _result(ev)
+    lines += curve_lines(run.root)
     lines += _queries(run)
     lines += _evaluation_cost(ev)
     lines += _fake_dataset(run, ev["class_names"])
@@ -135,6 +138,7 @@ def _fake_dataset(run: RunDir, names: list[str]) -> list[str]:
         "",
         f"Most to least frequent label: {max(hist)} to {min(hist)} ({ratio:.1f}:1).",
         "",
+        *coverage_lines(hist, names),
     ]
 
 

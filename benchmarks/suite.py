@@ -1,0 +1,249 @@
+"""Steal strength across the development suite: target x method x budget -> performance,
+agreement, queries to reach 0.90 / 0.95 of the target, wall seconds; median and spread over
+seeds.
+
+Each (target, method, seed) is one steal of the largest budget with the target's NPD pool and
+top-1 labels, then its budget curve (``copycat curve``): copycats trained on the first N answers
+in query order and scored against the target on the ``--split`` of the target's labelled set
+(``val`` by default: choose defaults on it; score ``test`` once, for the README). A method is a
+set of configuration changes (see ``METHODS``); add one there to compare it.
+
+    python benchmarks/suite.py --quick                       # minutes on 2 CPU cores
+    python benchmarks/suite.py --seeds 3 --budgets 1k,2k,5k,10k,20k
+    python benchmarks/suite.py --seeds 3 --split test        # once, for the README
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common
+
+# name -> configuration changes by section (as common.experiment takes them). Methods from the
+# attack side (query synthesis, semi-supervised training, distillation) are added here by name.
+METHODS: dict[str, dict[str, dict[str, Any]]] = {
+    "random": {"steal": {"selection": "random"}},
+    "balanced": {"steal": {"selection": "balanced"}},
+}
+QUICK = {"budgets": "500,1k,2k", "copycat_epochs": 4, "seeds": 1}
+FULL = {"budgets": "1k,2k,5k,10k,20k", "copycat_epochs": None, "seeds": 3}
+
+
+def parse_args(argv: list[str] | None = None) -> Any:
+    p = common.base_parser(__doc__.splitlines()[0])
+    p.add_argument("--targets", default="fmnist,digits,emoji", help="suite targets to steal")
+    p.add_argument("--methods", default="random,balanced", help=f"of {', '.join(METHODS)}")
+    p.add_argument("--budgets", default=None, help="e.g. 1k,2k,5k,10k,20k")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per case (median, spread)")
+    p.add_argument("--split", choices=("val", "test"), default="val", help="split to score on")
+    p.add_argument("--copycat-epochs", type=int, default=None, help="copycat training epochs")
+    p.add_argument("--targets-dir", type=Path, default=None, help="where suite targets live")
+    return p.parse_args(argv)
+
+
+def suite_targets(args: Any, names: list[str]) -> dict[str, Path]:
+    """The suite's targets, trained once into a cache folder (quick ones apart)."""
+    from copycat.targets.suite import build_suite
+
+    root = args.targets_dir or (
+        common.cache_root().parent / ("bench-suite-quick" if args.quick else "bench-suite")
+    )
+    t0 = time.perf_counter()
+    build_suite(root, names=tuple(names), quick=args.quick, device=args.device, seed=0)
+    print(f"targets ready in {time.perf_counter() - t0:.0f} s under {root}", flush=True)
+    return {n: root / n for n in names}
+
+
+def one_case(
+    target: Any,
+    folder: Path,
+    method: str,
+    seed: int,
+    budgets: tuple[int, ...],
+    args: Any,
+    *,
+    work: Path,
+) -> dict[str, Any]:
+    """Steal the largest budget, then the budget curve of that run."""
+    from copycat.pipeline import curve_stage, steal_stage
+
+    run = work / f"{target.name}-{method}-s{seed}"
+    changes = {k: dict(v) for k, v in METHODS[method].items()}
+    changes.setdefault("pool", {})["spec"] = target.npd_pool
+    changes.setdefault("steal", {})["budget"] = max(budgets)
+    if args.copycat_epochs:
+        changes.setdefault("train", {})["epochs"] = args.copycat_epochs
+    cfg = common.experiment(run, folder, device=args.device, seed=seed, **changes)
+    cfg = dataclasses.replace(cfg, test_set=f"{target.dataset}:{args.split}")
+    t0 = time.perf_counter()
+    summary = steal_stage(cfg)
+    steal_s = time.perf_counter() - t0
+    curve = curve_stage(cfg, budgets=budgets)
+    hist = summary.label_histogram
+    return {
+        "target": target.name,
+        "method": method,
+        "seed": seed,
+        "steal_s": steal_s,
+        "rarest_share": min(hist) / max(1, sum(hist)),
+        "target_accuracy": curve.target_accuracy,
+        "queries_to": curve.queries_to,
+        "points": [
+            {
+                **dataclasses.asdict(p),
+                # the cost of this point alone: its share of the steal plus its training
+                "wall_s": steal_s * p.answers / max(budgets) + p.train_seconds,
+            }
+            for p in curve.points
+        ],
+    }
+
+
+def spread(values: list[float]) -> str:
+    """``median [min-max]`` (just the value for one seed)."""
+    med = statistics.median(values)
+    if len(values) == 1:
+        return f"{med:.3f}"
+    return f"{med:.3f} [{min(values):.3f}-{max(values):.3f}]"
+
+
+def reach(values: list[int | None], top: int) -> str:
+    """Median queries to a goal over seeds; a seed that never reaches it counts as infinite."""
+    inf = float("inf")
+    med = statistics.median([inf if v is None else v for v in values])
+    got = sum(v is not None for v in values)
+    text = f"> {top:,}" if med == inf else f"{int(med):,}"
+    return text if len(values) == 1 else f"{text} ({got}/{len(values)} seeds)"
+
+
+def tables(results: list[dict[str, Any]], budgets: tuple[int, ...]) -> tuple[str, str]:
+    by_case: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in results:
+        by_case.setdefault((r["target"], r["method"]), []).append(r)
+    rows, heads = [], []
+    for (tname, method), runs in by_case.items():
+        for b in budgets:
+            pts = [p for r in runs for p in r["points"] if p["answers"] == b]
+            if not pts:
+                continue
+            rows.append(
+                [
+                    tname,
+                    method,
+                    b,
+                    spread([p["performance_accuracy"] for p in pts]),
+                    spread([p["agreement"] for p in pts]),
+                    spread([p["wall_s"] for p in pts]),
+                ]
+            )
+        heads.append(
+            [
+                tname,
+                method,
+                spread([r["target_accuracy"] for r in runs]),
+                reach([r["queries_to"]["0.90"] for r in runs], max(budgets)),
+                reach([r["queries_to"]["0.95"] for r in runs], max(budgets)),
+                spread([100 * r["rarest_share"] for r in runs]),
+                spread([r["steal_s"] for r in runs]),
+            ]
+        )
+    grid = common.md_table(
+        ["target", "method", "queries", "performance (acc)", "agreement", "wall s"], rows
+    )
+    head = common.md_table(
+        [
+            "target",
+            "method",
+            "target acc (split)",
+            "queries to 0.90",
+            "queries to 0.95",
+            "rarest class %",
+            "steal s",
+        ],
+        heads,
+    )
+    return head, grid
+
+
+def main(argv: list[str] | None = None) -> None:
+    from copycat.evaluate.curve import parse_budgets
+    from copycat.targets.suite import suite_target
+
+    args = parse_args(argv)
+    common.quiet_logging()
+    common.setup_threads(args.threads)
+    preset = QUICK if args.quick else FULL
+    budgets = parse_budgets(args.budgets or str(preset["budgets"]))
+    seeds = args.seeds or int(preset["seeds"])
+    if args.copycat_epochs is None:
+        args.copycat_epochs = preset["copycat_epochs"]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise SystemExit(f"unknown method(s) {unknown}; known: {', '.join(METHODS)}")
+    names = [n.strip() for n in args.targets.split(",") if n.strip()]
+    args.device = common.resolve_device(args.device)
+    t_all = time.perf_counter()
+    folders = suite_targets(args, names)
+    work = common.work_dir(args, "suite")
+    results = []
+    for name in names:
+        target = suite_target(name)
+        for method in methods:
+            for seed in range(seeds):
+                t0 = time.perf_counter()
+                r = one_case(target, folders[name], method, seed, budgets, args, work=work)
+                last = r["points"][-1]
+                print(
+                    f"{name:7s} {method:9s} seed {seed}: {last['answers']} answers, performance "
+                    f"{last['performance_accuracy']:.3f}, agreement {last['agreement']:.3f} "
+                    f"({time.perf_counter() - t0:.0f} s)",
+                    flush=True,
+                )
+                results.append(r)
+                # written after every case, so a run cut short keeps what it measured
+                save(args, results, budgets, folders, seeds, time.perf_counter() - t_all)
+    head, grid = tables(results, budgets)
+    print("\n" + head + "\n\n" + grid + f"\n\ntotal {time.perf_counter() - t_all:.0f} s")
+
+
+def save(
+    args: Any,
+    results: list[dict[str, Any]],
+    budgets: tuple[int, ...],
+    folders: dict[str, Path],
+    seeds: int,
+    total: float,
+) -> None:
+    """Write ``suite[-quick][-TAG].md`` and ``.json`` under ``--out``."""
+    head, grid = tables(results, budgets)
+    info = common.machine_info(args.device, args.threads)
+    cards = {n: common.target_summary(f) for n, f in folders.items()}
+    target_rows = [[n, c["arch"], c["epochs"], c["test_accuracy"]] for n, c in cards.items()]
+    common.write_results(
+        args.out,
+        common.result_name("suite", quick=args.quick, tag=args.tag),
+        title=f"Steal strength across the suite (NPD pool, top-1 labels, split {args.split})",
+        sections=[
+            ("Targets", common.md_table(["target", "arch", "epochs", "test acc"], target_rows)),
+            ("Queries to reach 0.90 / 0.95 of the target", head),
+            ("By budget (median [min-max] over seeds)", grid),
+            ("", f"Wall time so far: {total:.0f} s; {len(results)} case(s) of "
+                 f"{seeds} seed(s) each; copycat epochs {args.copycat_epochs or 'default'}."),
+        ],
+        data={"budgets": list(budgets), "split": args.split, "seeds": seeds,
+              "targets": cards, "results": results, "total_s": total},
+        info=info,
+        command=common.command_line(),
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""The development suite of targets: several problems and architectures to measure steal
+strength on, so that defaults are not tuned on one target.
+
+Each target names its labelled set (train / val / test splits, see :mod:`copycat.data`), its
+architecture and training recipe, and the pool an NPD steal of it uses. ``build_suite`` trains
+the missing ones into ``ROOT/NAME`` (``make suite`` calls it through ``copycat target suite``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from copycat.config import TrainConfig
+from copycat.errors import ConfigError
+from copycat.oracles.local import TargetCard
+from copycat.targets.publish import train_target_on
+from copycat.train.fit import StepFn
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SuiteTarget:
+    """One target of the suite: what it learns, how, and what an NPD steal of it queries."""
+
+    name: str
+    dataset: str
+    train: TrainConfig
+    # openclipart + scikit-image photos, less the clip-art that shows the target's classes
+    npd_pool: str = "npd"
+    quick_epochs: int = 1  # for benchmark --quick runs
+
+    def config(self, *, quick: bool = False, device: str = "auto", seed: int = 0) -> TrainConfig:
+        epochs = self.quick_epochs if quick else self.train.epochs
+        return dataclasses.replace(self.train, epochs=epochs, device=device, seed=seed)
+
+
+def _target_train(arch: str, epochs: int, *, augment: bool = True) -> TrainConfig:
+    return TrainConfig(
+        arch=arch, epochs=epochs, lr=4e-3, balance=False, augment=augment, val_fraction=0.0
+    )
+
+
+# Clip-art left out of each target's NPD pool: files whose path names the target's classes
+# (openclipart's folder people/clothing holds t-shirts, shoes and boots; people/smilies holds
+# emoji-like faces). See docs/suite.md.
+GARMENT_WORDS = (
+    "people/clothing", "shirt", "dress", "coat", "trouser", "pants", "jeans", "sweater",
+    "pullover", "jacket", "shoe", "sneaker", "sandal", "boot", "bag", "purse", "tote",
+)  # fmt: skip
+DIGIT_WORDS = ("number", "digit", "numeral")
+EMOJI_WORDS = ("smil", "emoticon", "emoji")
+
+SUITE: tuple[SuiteTarget, ...] = (
+    # The demo's target: a two-block CNN on Fashion-MNIST (28x28 grey, 10 garments).
+    SuiteTarget(
+        name="fmnist",
+        dataset="fashion-mnist",
+        train=_target_train("cnn-target", 6),
+        npd_pool=f"npd:exclude={','.join(GARMENT_WORDS)}",
+    ),
+    # Handwritten digits (28x28 grey, 1,259 training scans): the same CNN, more epochs; no
+    # flips, they change a digit.
+    SuiteTarget(
+        name="digits",
+        dataset="digits",
+        train=_target_train("cnn-target", 20, augment=False),
+        npd_pool=f"npd:exclude={','.join(DIGIT_WORDS)}",
+        quick_epochs=10,
+    ),
+    # Emoji by category (32x32 RGB, 9 classes): a three-block CNN, another architecture.
+    SuiteTarget(
+        name="emoji",
+        dataset="emoji",
+        train=_target_train("cnn-wide", 30),
+        npd_pool=f"npd:exclude={','.join(EMOJI_WORDS)}",
+        quick_epochs=10,
+    ),
+)
+
+
+def suite_target(name: str) -> SuiteTarget:
+    for t in SUITE:
+        if t.name == name:
+            return t
+    raise ConfigError(
+        f"unknown suite target {name!r}; accepted: {', '.join(t.name for t in SUITE)}"
+    )
+
+
+def build_suite(
+    root: str | Path,
+    *,
+    names: tuple[str, ...] | None = None,
+    quick: bool = False,
+    device: str = "auto",
+    seed: int = 0,
+    on_step: StepFn | None = None,
+) -> dict[str, TargetCard]:
+    """Train every suite target (or those in ``names``) missing under ``root``; returns the
+    card of each, trained now or found."""
+    cards: dict[str, TargetCard] = {}
+    for t in SUITE if names is None else tuple(suite_target(n) for n in names):
+        folder = Path(root) / t.name
+        if not (folder / "card.json").is_file():
+            log.info("training suite target %s (%s, %s)", t.name, t.dataset, t.train.arch)
+            cfg = t.config(quick=quick, device=device, seed=seed)
+            train_target_on(t.dataset, out=folder, config=cfg, on_step=on_step)
+        cards[t.name] = TargetCard.load(folder)
+    return cards

@@ -1,0 +1,149 @@
+"""The development suite's labelled sets: seeded splits (validation carved from training data,
+never from test), digits, emoji by category and ImageFolder trees, on tiny seeded fixtures
+written in tmp_path (no Debian or npm data needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from copycat.cli.main import app
+from copycat.data.datasets import carve, load_labelled
+from copycat.data.suite import EMOJI_CATEGORIES, digits_from_arrays, emoji_in_split
+from copycat.errors import ConfigError, DataError
+
+
+def test_carve_is_disjoint_stratified_and_seeded() -> None:
+    labels = torch.arange(10).repeat_interleave(50)
+    parts = carve(labels, val=0.1, test=0.2)
+    together = torch.cat(list(parts.values()))
+    assert sorted(together.tolist()) == list(range(500))  # every image once
+    for name, share in (("val", 5), ("test", 10), ("train", 35)):
+        assert torch.bincount(labels[parts[name]], minlength=10).tolist() == [share] * 10
+    again = carve(labels, val=0.1, test=0.2)
+    assert all(torch.equal(parts[k], again[k]) for k in parts)
+    other = carve(labels, val=0.1, test=0.2, seed=1)
+    assert not torch.equal(parts["val"], other["val"])
+
+
+def test_fashion_mnist_val_is_carved_from_train(fmnist_env: Path) -> None:
+    train, val = load_labelled("fashion-mnist:train"), load_labelled("fashion-mnist:val")
+    test = load_labelled("fashion-mnist:test")
+    assert len(train) + len(val) == 2000 and len(val) == pytest.approx(200, abs=10)
+    assert len(test) == 400  # the test split is untouched
+    rows = {tuple(x.flatten().tolist()) for x in train.images}
+    assert not any(tuple(x.flatten().tolist()) in rows for x in val.images)
+    with pytest.raises(ConfigError, match="fashion-mnist:val"):
+        load_labelled("fashion-mnist:dev")
+    with pytest.raises(ConfigError, match="digits"):
+        load_labelled("mnist:test")
+
+
+def test_digits_are_upscaled_and_centred() -> None:
+    rng = np.random.default_rng(0)
+    ds = digits_from_arrays(rng.integers(0, 17, (6, 8, 8)), np.arange(6))
+    assert ds.images.shape == (6, 1, 28, 28) and ds.images.dtype == torch.uint8
+    assert ds.images[:, :, :4].sum() == 0 and ds.images[:, :, :, 24:].sum() == 0  # MNIST margin
+    assert int(ds.images.max()) > 200
+    assert ds.labels.tolist() == list(range(6))
+
+
+def test_digits_splits() -> None:
+    pytest.importorskip("sklearn")
+    sizes = {s: len(load_labelled(f"digits:{s}")) for s in ("train", "val", "test")}
+    assert sum(sizes.values()) == 1797
+    assert sizes["test"] > sizes["val"] > 100
+
+
+def _emoji_package(root: Path, style: str, n: int = 30) -> None:
+    """A tiny emoji-datasource package: coloured shapes per category, one Component swatch
+    and one entry without an image in this style."""
+    rng = np.random.default_rng(1)
+    img_dir = root / f"emoji-datasource-{style}" / "img" / style / "64"
+    img_dir.mkdir(parents=True)
+    entries = []
+    for i in range(n):
+        cat = EMOJI_CATEGORIES[i % 3]
+        arr = np.zeros((64, 64, 4), np.uint8)
+        arr[16:48, 16:48, i % 3] = 255
+        arr[16:48, 16:48, 3] = 255
+        arr[rng.integers(0, 64), rng.integers(0, 64)] = 255
+        Image.fromarray(arr, "RGBA").save(img_dir / f"e{i}.png")
+        entries.append(
+            {
+                "unified": f"1F{i:03X}",
+                "image": f"e{i}.png",
+                "category": cat,
+                f"has_img_{style}": True,
+            }
+        )
+    Image.fromarray(np.zeros((64, 64, 4), np.uint8), "RGBA").save(img_dir / "tone.png")
+    entries.append(
+        {"unified": "1F3FB", "image": "tone.png", "category": "Component", f"has_img_{style}": True}
+    )
+    entries.append({"unified": "2000", "image": "x.png", "category": "Objects"})
+    (root / f"emoji-datasource-{style}" / "emoji.json").write_text(json.dumps(entries))
+
+
+def test_emoji_by_category_split_by_emoji(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COPYCAT_DATA", str(tmp_path))
+    monkeypatch.setenv("COPYCAT_CACHE", str(tmp_path / "empty-cache"))
+    _emoji_package(tmp_path, "google")
+    _emoji_package(tmp_path, "twitter")
+    splits = {s: load_labelled(f"emoji:{s}") for s in ("train", "val", "test")}
+    assert sum(len(d) for d in splits.values()) == 60  # 30 emoji x 2 styles; Component left out
+    for d in splits.values():
+        assert d.images.shape[1:] == (3, 32, 32) and d.class_names == EMOJI_CATEGORIES
+        assert int(d.labels.max()) <= 2
+    expected_test = sum(emoji_in_split(f"1F{i:03X}") == "test" for i in range(30))
+    assert len(splits["test"]) == 2 * expected_test  # both styles of an emoji in one split
+    sample = splits["train"].images[0]
+    assert sample[:, 0, 0].sum() == 0  # transparent corners composited onto black
+
+
+def test_missing_emoji_names_the_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COPYCAT_DATA", str(tmp_path))
+    monkeypatch.setenv("COPYCAT_CACHE", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match="npm pack emoji-datasource-google"):
+        load_labelled("emoji:test")
+
+
+def test_target_train_on_an_image_folder(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    for c, colour in enumerate(("red", "blue")):
+        (tmp_path / "data" / colour).mkdir(parents=True)
+        for i in range(20):
+            arr = rng.integers(0, 60, (20, 20, 3), dtype=np.uint8)
+            arr[..., 2 * c] = 230
+            Image.fromarray(arr).save(tmp_path / "data" / colour / f"{i}.png")
+    out = tmp_path / "target"
+    res = CliRunner().invoke(
+        app,
+        [
+            "target", "train", "--dataset", f"folder:{tmp_path / 'data'}", "--out", str(out),
+            "--epochs", "3", "--arch", "cnn-tiny", "--device", "cpu", "--input-shape", "3,16,16",
+        ],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    card = json.loads((out / "card.json").read_text())
+    assert card["class_names"] == ["blue", "red"] and card["input_shape"] == [3, 16, 16]
+    assert card["test_accuracy"] >= 0.75  # colour is easy; 8 test images
+    val = load_labelled(f"folder:{tmp_path / 'data'}", input_shape=(3, 16, 16))
+    assert len(val) == 40  # a folder: test set is the whole tree
+
+
+def test_npd_exclusion_by_path_words(tmp_path: Path) -> None:
+    from copycat.pools.sources import build_npd, exclude_files
+
+    files = [tmp_path / p for p in ("people/clothing/hat.png", "animals/cat.png", "x/T-Shirt.png")]
+    kept = exclude_files(files, tmp_path, ("people/clothing", "shirt"))
+    assert kept == [tmp_path / "animals/cat.png"]
+    with pytest.raises(DataError, match="npd:exclude=WORD"):
+        build_npd("without=shirt", shape=(1, 28, 28), max_pixels=10**7)
