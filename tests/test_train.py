@@ -153,3 +153,19 @@ def test_resume_with_another_configuration_is_refused(victim: TorchOracle, tmp_p
     train_copycat(run, config=dataclasses.replace(CFG, epochs=1))
     with pytest.raises(CheckpointError, match="delete the checkpoints"):
         train_copycat(run, config=dataclasses.replace(CFG, epochs=1, lr=0.5))
+
+
+@pytest.mark.parametrize(
+    ("n", "balance", "epochs"), [(216, True, 5), (40, False, 3), (20, True, 1)]
+)
+def test_tiny_sets_train_without_crashing(n: int, balance: bool, epochs: int) -> None:
+    """Fewer steps than a one-cycle warm-up needs, or fewer samples than one batch."""
+    from copycat.train.fit import fit
+    from copycat.train.models import init_model
+
+    data = rule_set(n, 3, "tiny")
+    model = init_model("cnn-tiny", data.images, num_classes=10, seed=0)
+    cfg = TrainConfig(arch="cnn-tiny", epochs=epochs, balance=balance, device="cpu")
+    res = fit(model, data.images, data.labels, config=cfg)
+    assert len(res.history) == epochs
+    assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in res.history)

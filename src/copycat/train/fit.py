@@ -87,6 +87,7 @@ class _Loop:
     config: TrainConfig
     cfg_dict: dict[str, Any]
     steps: int
+    batch: int  # the batch size used: at most the number of samples
     n: int
     digest: str = ""
     history: list[dict[str, float]] = field(default_factory=list)
@@ -185,10 +186,9 @@ def _setup(model: nn.Module, n: int, *, config: TrainConfig) -> _Loop:
     # channels-last convolutions run about a third faster on CPU (oneDNN) and no slower on GPU
     model.to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps = max(1, n // config.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=config.lr, total_steps=config.epochs * steps, pct_start=0.2
-    )
+    batch = min(config.batch_size, n)  # a set smaller than one batch is one batch
+    steps = max(1, n // batch)
+    sched = _schedule(opt, lr=config.lr, total=config.epochs * steps)
     return _Loop(
         model=model,
         opt=opt,
@@ -198,7 +198,20 @@ def _setup(model: nn.Module, n: int, *, config: TrainConfig) -> _Loop:
         config=config,
         cfg_dict=dataclasses.asdict(config),
         steps=steps,
+        batch=batch,
         n=n,
+    )
+
+
+def _schedule(
+    opt: torch.optim.Optimizer, *, lr: float, total: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """One cycle (warm-up over a fifth of the steps, then annealing); runs too short for a
+    warm-up phase get a longer one, and one or two steps a constant rate."""
+    if total < 3:
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    return torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr, total_steps=total, pct_start=max(0.2, 2.0 / total)
     )
 
 
@@ -244,14 +257,14 @@ def _train_epoch(
     hard = targets.argmax(1) if soft else targets
     t0 = time.perf_counter()
     loop.model.train()
-    n_used = loop.steps * cfg.batch_size
+    n_used = loop.steps * loop.batch
     order = (
         balanced_indices(hard, n_used, gen)
         if cfg.balance
         else torch.randperm(loop.n, generator=gen)[:n_used]
     )
     tot_loss = tot_agree = 0.0
-    for step, idx in enumerate(order.view(loop.steps, cfg.batch_size)):
+    for step, idx in enumerate(order.view(loop.steps, loop.batch)):
         x = images[idx].to(device, non_blocking=True).float().div_(255.0)
         if cfg.augment:
             x = augment_train(x, gen)
