@@ -103,11 +103,12 @@ class StealConfig:
     def __post_init__(self) -> None:
         _check(self.budget >= 1, "steal.budget", self.budget, "an integer >= 1")
         _check(1 <= self.batch_size <= 65_536, "steal.batch_size", self.batch_size, "1..65536")
+        # the names are checked against copycat.steal.registry.SELECTIONS when the steal starts
         _check(
-            self.selection in ("random", "balanced"),
+            self.selection.replace("-", "").isalnum(),
             "steal.selection",
             self.selection,
-            "'random' or 'balanced'",
+            "random, balanced, wide, active, jacobian or mixup",
         )
         _check(0.0 < self.seed_fraction <= 1.0, "steal.seed_fraction", self.seed_fraction, "(0, 1]")
         _check(

@@ -62,13 +62,11 @@ def steal_stage(
         },
         command,
     )
-    selector = None
-    if cfg.steal.selection == "balanced":
-        from copycat.steal.selection import BalancedSelector
+    from copycat.steal.strategies import build_selector
 
-        selector = BalancedSelector(
-            config=cfg.steal, train=cfg.train, num_classes=oracle.num_classes
-        )
+    selector = build_selector(
+        cfg.steal.selection, config=cfg.steal, train=cfg.train, num_classes=oracle.num_classes
+    )
     summary: StealSummary | None = None
     try:
         with AnswerStore(run.store) as store:

@@ -18,6 +18,7 @@ from copycat.config import (
 )
 from copycat.oracles.registry import ORACLES
 from copycat.pools.registry import POOLS
+from copycat.steal.registry import HELP as SELECTION_HELP
 from copycat.train.registry import MODELS
 
 # One instance of each config: the single source of every default below.
@@ -53,13 +54,7 @@ AugmentOpt = Annotated[bool, typer.Option(help="Query-time augmentation.")]
 InvertOpt = Annotated[
     float, typer.Option(help="Probability of inverting an image (-1: the pool's default).")
 ]
-SelectionOpt = Annotated[
-    str,
-    typer.Option(
-        help="balanced (label-aware: an interim copycat picks the images "
-        "that fill rare classes) or random."
-    ),
-]
+SelectionOpt = Annotated[str, typer.Option(help=f"Which images to query: {SELECTION_HELP}.")]
 
 # -- train -----------------------------------------------------------------------------------
 TrainBatchOpt = Annotated[int, typer.Option("--batch-size", help="Batch size.")]
