@@ -137,8 +137,26 @@ class TrainConfig:
     val_fraction: float = 0.1
     seed: int = 0
     device: str = "auto"
+    # soft labels (targets that reveal probabilities) are matched at this temperature
+    temperature: float = 1.0
+    # "fixmatch": also train on `unlabelled` pool images never queried, with pseudo-labels the
+    # copycat gives with probability >= semi_threshold (see copycat.train.semi)
+    semi: str = "none"
+    unlabelled: int = 10_000
+    semi_threshold: float = 0.95
+    semi_weight: float = 1.0
 
     def __post_init__(self) -> None:
+        _check(self.temperature > 0, "train.temperature", self.temperature, "a float > 0")
+        _check(self.semi in ("none", "fixmatch"), "train.semi", self.semi, "none or fixmatch")
+        _check(self.unlabelled >= 1, "train.unlabelled", self.unlabelled, "an integer >= 1")
+        _check(
+            0.0 < self.semi_threshold <= 1.0,
+            "train.semi_threshold",
+            self.semi_threshold,
+            "a probability in (0, 1]",
+        )
+        _check(self.semi_weight >= 0, "train.semi_weight", self.semi_weight, "a float >= 0")
         _check(self.epochs >= 1, "train.epochs", self.epochs, "an integer >= 1")
         _check(self.batch_size >= 1, "train.batch_size", self.batch_size, "an integer >= 1")
         _check(self.lr > 0, "train.lr", self.lr, "a positive float")

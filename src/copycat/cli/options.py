@@ -62,6 +62,19 @@ LrOpt = Annotated[float, typer.Option(help="Peak learning rate.")]
 LabelsOpt = Annotated[str, typer.Option(help="auto, hard or soft.")]
 BalanceOpt = Annotated[bool, typer.Option(help="Class-balanced sampling.")]
 TrainAugmentOpt = Annotated[bool, typer.Option(help="Shift and flip the answers while training.")]
+TemperatureOpt = Annotated[
+    float, typer.Option(help="Temperature of the soft-label (distillation) loss.")
+]
+SemiOpt = Annotated[
+    str,
+    typer.Option(
+        help="none, or fixmatch: also train on unqueried pool images with confident "
+        "pseudo-labels, consistent under strong augmentation."
+    ),
+]
+UnlabelledOpt = Annotated[
+    int, typer.Option(help="Unqueried pool images used by --semi (free: never sent).")
+]
 
 # -- evaluate / run / target -----------------------------------------------------------------
 TestSetOpt = Annotated[

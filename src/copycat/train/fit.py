@@ -23,10 +23,14 @@ from copycat.config import TrainConfig
 from copycat.devices import resolve_device
 from copycat.errors import CheckpointError
 from copycat.train.checkpoint import load_checkpoint, save_checkpoint
+from copycat.train.distill import distill_loss
 
 log = logging.getLogger(__name__)
 
 StepFn = Callable[[int, int, int, float, float], None]  # epoch, step, steps, loss, agreement
+# A loss added to each step's (e.g. semi-supervised, see copycat.train.semi): model, the
+# loop's generator, the device -> a scalar tensor.
+ExtraLoss = Callable[[nn.Module, torch.Generator, torch.device], torch.Tensor]
 
 
 @dataclass(slots=True)
@@ -87,6 +91,7 @@ class _Loop:
     cfg_dict: dict[str, Any]
     steps: int
     n: int
+    extra_loss: ExtraLoss | None = None
     history: list[dict[str, float]] = field(default_factory=list)
     best: float | None = None
     start_epoch: int = 0
@@ -102,15 +107,17 @@ def fit(
     val: tuple[torch.Tensor, torch.Tensor] | None = None,
     checkpoint_dir: Path | None = None,
     on_step: StepFn | None = None,
+    extra_loss: ExtraLoss | None = None,
 ) -> FitResult:
     """Train ``model`` on ``images`` (N, C, H, W) uint8 with ``targets``: hard labels (N,)
     int64, or soft labels (N, K) float32 rows summing to 1.
 
     ``val`` (images, labels) is scored by agreement each epoch; the best epoch goes to
     ``best.pt``. With ``checkpoint_dir`` holding a ``last.pt`` of the same configuration,
-    training resumes after its epoch.
+    training resumes after its epoch. ``extra_loss`` is added to every step's loss.
     """
     loop = _setup(model, len(images), config=config)
+    loop.extra_loss = extra_loss
     if checkpoint_dir is not None:
         _resume(loop, checkpoint_dir / "last.pt")
     t_all = time.perf_counter()
@@ -219,9 +226,11 @@ def _train_epoch(
         y = targets[idx].to(device)
         logits = loop.model(x)
         if soft:
-            loss = -(y * F.log_softmax(logits, 1)).sum(1).mean()
+            loss = distill_loss(logits, y, cfg.temperature)
         else:
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        if loop.extra_loss is not None:
+            loss = loss + loop.extra_loss(loop.model, gen, device)
         loop.opt.zero_grad(set_to_none=True)
         loss.backward()
         loop.opt.step()
