@@ -19,6 +19,8 @@ Every synthesized image is a valid uint8 image; the store keeps the exact bytes 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -63,13 +65,38 @@ def push_toward(
     return x.detach().mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).cpu()
 
 
-class JacobianSelector(InterimSelector):
+class SynthesisSelector(InterimSelector):
+    """Balanced picks with at most ``max_share`` of each batch from synthesized candidates
+    (their sources end in ``+tag``): the interim copycat is surest about exactly the images
+    made for it, so a cap keeps the oracle's view anchored in the pool."""
+
+    tag = "synth"
+
+    def __init__(self, *, max_share: float = 0.5, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.max_share = max_share
+
+    def pick(self, cand: Candidates, k: int, store: AnswerStore) -> torch.Tensor:
+        synth = torch.tensor([s.endswith("+" + self.tag) for s in cand.sources], dtype=torch.bool)
+        orig_idx, syn_idx = (~synth).nonzero().squeeze(1), synth.nonzero().squeeze(1)
+        probs, hist = self.probs(cand.images), self.histogram(store)
+        n_orig = min(len(orig_idx), k - min(len(syn_idx), int(k * self.max_share)))
+        first = orig_idx[pick_balanced(probs[orig_idx], hist, n_orig)]
+        # the second pick evens out the histogram as the first one is expected to leave it
+        hist = hist + torch.bincount(probs[first].argmax(1), minlength=len(hist))
+        second = syn_idx[pick_balanced(probs[syn_idx], hist, min(k - n_orig, len(syn_idx)))]
+        return torch.cat([first, second])
+
+
+class JacobianSelector(SynthesisSelector):
     """Balanced picks among pool candidates and copies of them pushed toward rare classes."""
 
+    tag = "jacobian"
+
     def __init__(
-        self, *, steps: int = 6, step_size: float = 0.03, share: float = 0.5, **kw: object
+        self, *, steps: int = 6, step_size: float = 0.03, share: float = 0.5, **kw: Any
     ) -> None:
-        super().__init__(**kw)  # type: ignore[arg-type]
+        super().__init__(**kw)
         self.steps = steps
         self.step_size = step_size
         self.share = share
@@ -112,11 +139,13 @@ def mix_pairs(
     return mix.round_().clamp_(0, 255).to(torch.uint8)
 
 
-class MixupSelector(InterimSelector):
+class MixupSelector(SynthesisSelector):
     """Balanced picks among pool candidates and mixes of answers from different classes."""
 
-    def __init__(self, *, share: float = 0.5, **kw: object) -> None:
-        super().__init__(**kw)  # type: ignore[arg-type]
+    tag = "mixup"
+
+    def __init__(self, *, share: float = 0.5, **kw: Any) -> None:
+        super().__init__(**kw)
         self.share = share
 
     def synthesize(self, cand: Candidates, store: AnswerStore) -> Candidates:
@@ -151,8 +180,8 @@ class ActiveSelector(InterimSelector):
     """ActiveThief-style: a prefilter (the candidates that best fill rare classes, ties to high
     entropy; or, with ``balanced=False``, the most uncertain), spread out by k-center."""
 
-    def __init__(self, *, prefilter: int = 2, balanced: bool = True, **kw: object) -> None:
-        super().__init__(**kw)  # type: ignore[arg-type]
+    def __init__(self, *, prefilter: int = 2, balanced: bool = True, **kw: Any) -> None:
+        super().__init__(**kw)
         self.prefilter = prefilter
         self.balanced = balanced
         self.centers = torch.empty(0)
