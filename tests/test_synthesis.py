@@ -13,10 +13,11 @@ from copycat.config import PoolConfig, StealConfig, TrainConfig
 from copycat.errors import ConfigError
 from copycat.oracles.local import TorchOracle
 from copycat.oracles.outputs import LabelOnly
-from copycat.pools.pool import build_pool
+from copycat.pools.pool import Candidates, build_pool
 from copycat.pools.sources import BankSource
 from copycat.steal.loop import steal
 from copycat.steal.registry import SELECTIONS
+from copycat.steal.selection import InterimSelector
 from copycat.steal.store import AnswerStore
 from copycat.steal.strategies import build_selector
 from copycat.steal.synthesis import k_center, mix_pairs, push_toward
@@ -102,3 +103,23 @@ def test_unknown_selection_is_refused_with_the_list() -> None:
     assert {"random", "balanced", "wide", "active", "jacobian", "mixup"} <= set(SELECTIONS.names())
     with pytest.raises(ConfigError, match="wide"):
         build_selector("bogus", config=CFG, train=TRAIN, num_classes=10)
+
+
+class _Twice(InterimSelector):
+    """Synthesis that returns every candidate twice, side by side; picks in order."""
+
+    def synthesize(self, cand: Candidates, store: AnswerStore) -> Candidates:
+        images = torch.stack([cand.images, cand.images], 1).flatten(0, 1)
+        return Candidates(images=images, sources=tuple(s for s in cand.sources for _ in "ab"))
+
+    def pick(self, cand: Candidates, k: int, store: AnswerStore) -> torch.Tensor:
+        return torch.arange(k)
+
+
+def test_an_image_repeated_within_a_batch_is_paid_once(victim_dir: Path, tmp_path: Path) -> None:
+    oracle = RecordingOracle(LabelOnly(TorchOracle(victim_dir)))
+    pool = build_pool(PoolConfig(spec="noise"), shape=SHAPE)
+    selector = _Twice(config=CFG, train=TRAIN, num_classes=10)
+    with AnswerStore(tmp_path / "twice.sqlite") as store:
+        steal(oracle, pool, store, config=CFG, selector=selector)
+        assert store.count() == CFG.budget == len(oracle.queried) == len(set(oracle.queried))
