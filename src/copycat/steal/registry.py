@@ -19,7 +19,8 @@ SELECTIONS.add("mixup", "copycat.steal.strategies:build_mixup")
 
 HELP = (
     "random (pool order); balanced (an interim copycat picks, among 5x candidates, those that "
-    "fill rare classes); wide (balanced over 20x candidates, 6 warm refits); active (entropy, "
-    "then k-center); jacobian (pool images pushed toward rare classes by gradient steps on the "
-    "interim copycat); mixup (mixes of answers from different classes)"
+    "fill rare classes); wide (balanced over 20x candidates, 6 warm refits); active (rare-class "
+    "and uncertain candidates spread out by k-center); jacobian (pool images pushed toward rare "
+    "classes by gradient steps on the interim copycat, at most half of each batch); mixup "
+    "(mixes of answers from different classes, at most half of each batch)"
 )
