@@ -297,12 +297,16 @@ def main() -> None:
         rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
     body = table(rows)
     print(body)
+    sections = [("", body)]
+    parts = args.out / f"{name}-commands.txt"
+    if parts.is_file():  # the grid is run in parts: list them
+        sections.append(("Parts run", "```\n" + parts.read_text().strip() + "\n```"))
     info = common.machine_info(common.resolve_device(args.device), args.threads)
     common.write_results(
         args.out,
         name,
         title="Attack methods at equal queries (validation splits)",
-        sections=[("", body)],
+        sections=sections,
         data={"rows": rows},
         info=info,
         command=common.command_line(),
