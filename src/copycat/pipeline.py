@@ -32,9 +32,9 @@ from copycat.report.render import render_report
 from copycat.runs import RunDir, write_atomic
 from copycat.steal.coverage import Coverage, class_coverage, class_names_of, warn_rare
 from copycat.steal.loop import ProgressFn, StealSummary, steal
-from copycat.steal.store import AnswerStore
+from copycat.steal.store import AnswerStore, image_id
 from copycat.train.checkpoint import load_checkpoint, load_copycat, write_metrics
-from copycat.train.fit import FitResult, StepFn, fit
+from copycat.train.fit import ExtraLoss, FitResult, StepFn, fit
 from copycat.train.models import init_model
 
 log = logging.getLogger(__name__)
@@ -100,13 +100,11 @@ def _steal_locked(
         },
         command,
     )
-    selector = None
-    if cfg.steal.selection == "balanced":
-        from copycat.steal.selection import BalancedSelector
+    from copycat.steal.strategies import build_selector
 
-        selector = BalancedSelector(
-            config=cfg.steal, train=cfg.train, num_classes=oracle.num_classes
-        )
+    selector = build_selector(
+        cfg.steal.selection, config=cfg.steal, train=cfg.train, num_classes=oracle.num_classes
+    )
     summary: StealSummary | None = None
     try:
         with AnswerStore(run.store) as store:
@@ -216,12 +214,43 @@ def write_steal_json(run: RunDir, summary: StealSummary | None, ledger: Any) -> 
     write_atomic(run.root / "steal.json", json.dumps(data, indent=2) + "\n")
 
 
-def train_copycat(run: RunDir, *, config: TrainConfig, on_step: StepFn | None = None) -> FitResult:
+def unqueried_images(run: RunDir, cfg: ExperimentConfig, n: int) -> torch.Tensor:
+    """``n`` pool images (n, C, H, W) uint8 the oracle was never asked about: the steal's pool
+    (as recorded in ``config.json``, else ``cfg.pool``) on another seed, answered images out."""
+    from copycat.config import PoolConfig, from_dict
+
+    recorded = run.read_config().get("steal", {}).get("pool")
+    pool_cfg = from_dict(PoolConfig, recorded) if recorded else cfg.pool
+    pool_cfg = replace(pool_cfg, seed=pool_cfg.seed + 1_000_003)
+    with AnswerStore(run.store) as store:
+        shape = tuple(json.loads(store.meta()["input_shape"]))
+        pool = build_pool(pool_cfg, shape=(int(shape[0]), int(shape[1]), int(shape[2])))
+        out: list[torch.Tensor] = []
+        got = 0
+        for cand in pool.batches(1024):
+            ids = [image_id(img) for img in cand.images]
+            known = store.known(ids)
+            keep = [j for j, h in enumerate(ids) if h not in known]
+            out.append(cand.images[keep])
+            got += len(keep)
+            if got >= n:
+                break
+    return torch.cat(out)[:n]
+
+
+def train_copycat(
+    run: RunDir,
+    *,
+    config: TrainConfig,
+    on_step: StepFn | None = None,
+    unlabelled: torch.Tensor | None = None,
+) -> FitResult:
     """Train a copycat on the run's fake dataset and save it beside the store.
 
     A held-out share (``config.val_fraction``) of the answers scores agreement each epoch; the
     best epoch is the copycat kept. Soft labels are used when ``labels`` is ``soft``, or
-    ``auto`` and every answer carried probabilities.
+    ``auto`` and every answer carried probabilities. With ``config.semi == "fixmatch"``,
+    ``unlabelled`` (M, C, H, W) uint8 pool images also train it (see copycat.train.semi).
     """
     if not run.store.is_file():
         raise CopycatError(f"no answers in {run.root}; run `copycat steal --run-dir {run.root}`")
@@ -253,6 +282,7 @@ def train_copycat(run: RunDir, *, config: TrainConfig, on_step: StepFn | None = 
         val=(data.images[val_idx], data.labels[val_idx]) if n_val else None,
         checkpoint_dir=run.checkpoints,
         on_step=on_step,
+        extra_loss=_semi_loss(config, unlabelled),
     )
     best = load_checkpoint(run.checkpoints / "best.pt")
     save_file({k: v.contiguous() for k, v in best["model"].items()}, str(run.copycat_weights))
@@ -275,11 +305,30 @@ def train_copycat(run: RunDir, *, config: TrainConfig, on_step: StepFn | None = 
     return result
 
 
+def _semi_loss(config: TrainConfig, unlabelled: torch.Tensor | None) -> ExtraLoss | None:
+    if config.semi == "none":
+        return None
+    if unlabelled is None or not len(unlabelled):
+        raise CopycatError("train.semi='fixmatch' needs unlabelled pool images; none were given")
+    from copycat.train.semi import FixMatch
+
+    log.info("semi-supervised (%s) on %d unqueried pool images", config.semi, len(unlabelled))
+    return FixMatch(
+        unlabelled,
+        batch_size=config.batch_size,
+        threshold=config.semi_threshold,
+        weight=config.semi_weight,
+    )
+
+
 def train_stage(
     cfg: ExperimentConfig, *, command: str | None = None, on_step: StepFn | None = None
 ) -> FitResult:
     run = RunDir.at(cfg.run_dir)
-    result = train_copycat(run, config=cfg.train, on_step=on_step)
+    unlabelled = None
+    if cfg.train.semi != "none" and run.store.is_file():
+        unlabelled = unqueried_images(run, cfg, cfg.train.unlabelled)
+    result = train_copycat(run, config=cfg.train, on_step=on_step, unlabelled=unlabelled)
     run.record("train", to_jsonable(cfg.train), command)
     return result
 

@@ -20,6 +20,7 @@ from copycat.data.registry import DATASETS
 from copycat.defences.registry import DEFENCES
 from copycat.oracles.registry import ORACLES
 from copycat.pools.registry import POOLS
+from copycat.steal.registry import HELP as SELECTION_HELP
 from copycat.train.registry import MODELS
 
 # One instance of each config: the single source of every default below.
@@ -59,13 +60,7 @@ InvertOpt = Annotated[
         show_default=False,
     ),
 ]
-SelectionOpt = Annotated[
-    str,
-    typer.Option(
-        help="balanced (label-aware: an interim copycat picks the images "
-        "that fill rare classes) or random."
-    ),
-]
+SelectionOpt = Annotated[str, typer.Option(help=f"Which images to query: {SELECTION_HELP}.")]
 
 # -- train -----------------------------------------------------------------------------------
 TrainBatchOpt = Annotated[int, typer.Option("--batch-size", help="Batch size.")]
@@ -73,6 +68,19 @@ LrOpt = Annotated[float, typer.Option(help="Peak learning rate.")]
 LabelsOpt = Annotated[str, typer.Option(help="auto, hard or soft.")]
 BalanceOpt = Annotated[bool, typer.Option(help="Class-balanced sampling.")]
 TrainAugmentOpt = Annotated[bool, typer.Option(help="Shift and flip the answers while training.")]
+TemperatureOpt = Annotated[
+    float, typer.Option(help="Temperature of the soft-label (distillation) loss.")
+]
+SemiOpt = Annotated[
+    str,
+    typer.Option(
+        help="none, or fixmatch: also train on unqueried pool images with confident "
+        "pseudo-labels, consistent under strong augmentation."
+    ),
+]
+UnlabelledOpt = Annotated[
+    int, typer.Option(help="Unqueried pool images used by --semi (free: never sent).")
+]
 
 # -- evaluate / run / target -----------------------------------------------------------------
 TestSetOpt = Annotated[

@@ -55,11 +55,14 @@ from copycat.cli.options import (
     RunDirOpt,
     SeedOpt,
     SelectionOpt,
+    SemiOpt,
     SendAsOpt,
+    TemperatureOpt,
     TestSetOpt,
     TimeoutOpt,
     TrainAugmentOpt,
     TrainBatchOpt,
+    UnlabelledOpt,
 )
 from copycat.config import ExperimentConfig, PoolConfig, load_experiment
 from copycat.errors import ConfigError
@@ -245,6 +248,9 @@ def train_cmd(
     augment: TrainAugmentOpt = TRAIN.augment,
     seed: SeedOpt = TRAIN.seed,
     device: DeviceOpt = TRAIN.device,
+    temperature: TemperatureOpt = TRAIN.temperature,
+    semi: SemiOpt = TRAIN.semi,
+    unlabelled: UnlabelledOpt = TRAIN.unlabelled,
 ) -> None:
     """Train a copycat on the run's fake dataset (checkpoints each epoch; resumable)."""
     from copycat.pipeline import train_stage
@@ -261,6 +267,9 @@ def train_cmd(
             augment=augment,
             seed=seed,
             device=device,
+            temperature=temperature,
+            semi=semi,
+            unlabelled=unlabelled,
         )
         cfg = experiment(run_dir, "", train=train)
         with progress() as bar:

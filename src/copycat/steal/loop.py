@@ -35,7 +35,10 @@ ProgressFn = Callable[[int, int, list[int]], None]  # (answered, budget, label h
 class Selector(Protocol):
     """Label-aware selection: which of an oversampled batch of candidates to send."""
 
+    oversample: int  # candidates scored per image sent, once active
+
     def active(self, answered: int) -> bool: ...  # oversample from this many answers on
+    def synthesize(self, cand: Candidates, store: AnswerStore) -> Candidates: ...  # add more
     def __call__(self, cand: Candidates, k: int, store: AnswerStore) -> torch.Tensor: ...
 
 
@@ -176,7 +179,7 @@ def steal(
     start = store.count()
     st = _Progress(start=start, remaining=config.budget - start, hist=store.label_histogram(k))
     t0 = time.perf_counter()
-    over = config.candidates_per_query if selector is not None else 1
+    over = selector.oversample if selector is not None else 1
     # Past the prefix that earlier runs answered, a long run of batches with nothing new means
     # the pool cannot give more distinct images (e.g. no augmentation on a small folder).
     prefix_batches = math.ceil(start * over / config.batch_size) + 1
@@ -189,7 +192,7 @@ def steal(
                 break
             cand = first
             if selector is not None and selector.active(start + st.queried):
-                cand = _oversample(first, stream, over)
+                cand = selector.synthesize(_oversample(first, stream, over), store)
             ids = [image_id(img) for img in cand.images]
             fresh = _fresh(ids, store, st)
             if not fresh:

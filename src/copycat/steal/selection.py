@@ -4,8 +4,12 @@ Stolen labels are heavily skewed: most NPD images land in a few classes. After a
 share of the budget, an interim copycat trained on the answers so far scores an oversampled
 batch of candidates, and the batch sent is the one most likely to fill the classes the fake
 dataset lacks (water-filling towards a uniform label histogram, ties to high entropy). The
-interim copycat is fitted on the seed answers and refitted once more (``rounds``) halfway
-through the rest.
+interim copycat is fitted on the seed answers and refitted ``refits - 1`` more times at even
+steps of the rest.
+
+:class:`InterimSelector` is the base every selection strategy builds on (the seed share, the
+refit schedule, an optional ``synthesize`` step that makes extra candidates); the strategies
+themselves are listed in :mod:`copycat.steal.strategies`.
 """
 
 from __future__ import annotations
@@ -18,9 +22,9 @@ import torch
 from copycat.config import StealConfig, TrainConfig
 from copycat.devices import resolve_device
 from copycat.pools.pool import Candidates
-from copycat.steal.store import AnswerStore
+from copycat.steal.store import AnswerStore, FakeDataset
 from copycat.train.fit import fit, predict
-from copycat.train.models import init_model
+from copycat.train.models import Classifier, init_model
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +40,13 @@ def quotas(hist: torch.Tensor, k: int) -> torch.Tensor:
     return q
 
 
-def pick_balanced(probs: torch.Tensor, hist: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of ``k`` rows of ``probs`` (N, K) to query given the label histogram ``hist``."""
+def assign_balanced(probs: torch.Tensor, hist: torch.Tensor, k: int) -> tuple[list[int], list[int]]:
+    """Rows of ``probs`` (N, K) that best fill the quotas of ``hist``, and the class each row was
+    picked for (-1: picked for its entropy once no row is left for a class)."""
     n = probs.shape[0]
     taken = torch.zeros(n, dtype=torch.bool)
     chosen: list[int] = []
+    classes: list[int] = []
     q = quotas(hist, k)
     for c in torch.argsort(q, descending=True).tolist():
         if q[c] == 0:
@@ -49,15 +55,32 @@ def pick_balanced(probs: torch.Tensor, hist: torch.Tensor, k: int) -> torch.Tens
         order = order[~taken[order]][: int(q[c])]
         taken[order] = True
         chosen += order.tolist()
+        classes += [c] * len(order)
     if len(chosen) < k:  # fill up with the most uncertain candidates
         ent = -(probs * probs.clamp(min=1e-12).log()).sum(1)
         ent[taken] = -1.0
-        chosen += torch.argsort(ent, descending=True)[: k - len(chosen)].tolist()
-    return torch.tensor(chosen[:k], dtype=torch.int64)
+        more = torch.argsort(ent, descending=True)[: k - len(chosen)].tolist()
+        chosen += more
+        classes += [-1] * len(more)
+    return chosen[:k], classes[:k]
 
 
-class BalancedSelector:
-    """Picks which candidates to send, from ``seed_fraction`` of the budget on."""
+def pick_balanced(probs: torch.Tensor, hist: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of ``k`` rows of ``probs`` (N, K) to query given the label histogram ``hist``."""
+    chosen, _ = assign_balanced(probs, hist, k)
+    return torch.tensor(chosen, dtype=torch.int64)
+
+
+class InterimSelector:
+    """The seed share (pool order), then picks made with an interim copycat refitted on a
+    schedule. Subclasses override :meth:`pick` and, to make candidates the pool alone does not
+    yield, :meth:`synthesize`.
+
+    ``oversample``: candidates scored per query once active; ``refits``: how often the interim
+    copycat is fitted (at the seed count, then at even steps of the rest); ``warm``: refits
+    continue from the previous interim copycat instead of starting afresh (cheaper, so refits
+    can be frequent).
+    """
 
     def __init__(
         self,
@@ -65,42 +88,82 @@ class BalancedSelector:
         config: StealConfig,
         train: TrainConfig,
         num_classes: int,
-        rounds: int = 2,
+        oversample: int | None = None,
+        refits: int = 2,
         interim_epochs: int = 3,
+        warm: bool = False,
+        seed_fraction: float | None = None,
     ) -> None:
         self.config = config
         self.train = train
         self.num_classes = num_classes
+        self.oversample = oversample if oversample is not None else config.candidates_per_query
         self.interim_epochs = interim_epochs
-        self._model: torch.nn.Module | None = None
+        self.warm = warm
+        self.model: Classifier | None = None
+        self.data: FakeDataset | None = None  # the answers the interim copycat was fitted on
+        self.gen = torch.Generator().manual_seed(train.seed + 7919)
+        share = config.seed_fraction if seed_fraction is None else seed_fraction
         # The interim copycat needs a few batches of answers to learn anything.
-        self.seed_count = max(int(config.budget * config.seed_fraction), 2 * config.batch_size)
-        # It is fitted at the seed count, then again at even steps of what remains.
+        self.seed_count = max(int(config.budget * share), 2 * config.batch_size)
         rest = max(0, config.budget - self.seed_count)
-        self._retrain_at = [self.seed_count + i * rest // rounds for i in range(rounds)]
+        self._retrain_at = [self.seed_count + i * rest // refits for i in range(refits)]
+
+    @property
+    def device(self) -> torch.device:
+        return resolve_device(self.train.device)
 
     def active(self, answered: int) -> bool:
         return answered >= self.seed_count
+
+    def synthesize(self, cand: Candidates, store: AnswerStore) -> Candidates:
+        """Extra candidates made from ``cand`` (and the answers); the base adds none."""
+        return cand
 
     def __call__(self, cand: Candidates, k: int, store: AnswerStore) -> torch.Tensor:
         answered = store.count()
         if answered < self.seed_count:
             return torch.arange(k)  # random seed share: pool order
-        if self._model is None or any(t <= answered for t in self._retrain_at):
+        self.ready(store)
+        return self.pick(cand, k, store)
+
+    def pick(self, cand: Candidates, k: int, store: AnswerStore) -> torch.Tensor:
+        """Indices (k,) int64 of ``cand`` to send: the label-aware (balanced) pick."""
+        probs = self.probs(cand.images)
+        return pick_balanced(probs, self.histogram(store), k)
+
+    def probs(self, images: torch.Tensor) -> torch.Tensor:
+        """Interim copycat probabilities (N, K) float32 for uint8 ``images``."""
+        assert self.model is not None, "ready() fits the interim copycat first"
+        return torch.softmax(predict(self.model, images, device=self.device), 1)
+
+    def histogram(self, store: AnswerStore) -> torch.Tensor:
+        return torch.tensor(store.label_histogram(self.num_classes), dtype=torch.int64)
+
+    def ready(self, store: AnswerStore) -> None:
+        """Fit the interim copycat if none is there yet or a refit is due."""
+        answered = store.count()
+        if self.model is None or any(t <= answered for t in self._retrain_at):
             self._fit_interim(store)
             self._retrain_at = [t for t in self._retrain_at if t > answered]
-        assert self._model is not None  # fitted just above
-        device = resolve_device(self.train.device)
-        probs = torch.softmax(predict(self._model, cand.images, device=device), 1)
-        hist = torch.tensor(store.label_histogram(self.num_classes), dtype=torch.int64)
-        return pick_balanced(probs, hist, k)
 
     def _fit_interim(self, store: AnswerStore) -> None:
         data = store.load()
         cfg = dataclasses.replace(
             self.train, epochs=self.interim_epochs, balance=True, val_fraction=0.0
         )
-        model = init_model(cfg.arch, data.images, num_classes=self.num_classes, seed=cfg.seed)
-        log.info("label-aware selection: interim copycat on %d answers", len(data))
+        model = self.model if self.warm and self.model is not None else None
+        if model is None:
+            model = init_model(cfg.arch, data.images, num_classes=self.num_classes, seed=cfg.seed)
+        log.info("selection: interim copycat on %d answers", len(data))
         fit(model, data.images, data.labels, config=cfg)
-        self._model = model.eval()
+        self.model = model.eval()
+        self.data = data
+        self.refitted(data)
+
+    def refitted(self, data: FakeDataset) -> None:
+        """Hook for subclasses that cache something per interim copycat."""
+
+
+class BalancedSelector(InterimSelector):
+    """Today's default: 5x oversampling, two fits of the interim copycat, balanced picks."""

@@ -24,10 +24,14 @@ from copycat.config import TrainConfig
 from copycat.devices import resolve_device
 from copycat.errors import CheckpointError
 from copycat.train.checkpoint import load_checkpoint, save_checkpoint
+from copycat.train.distill import distill_loss
 
 log = logging.getLogger(__name__)
 
 StepFn = Callable[[int, int, int, float, float], None]  # epoch, step, steps, loss, agreement
+# A loss added to each step's (e.g. semi-supervised, see copycat.train.semi): model, the
+# loop's generator, the device -> a scalar tensor.
+ExtraLoss = Callable[[nn.Module, torch.Generator, torch.device], torch.Tensor]
 
 
 @dataclass(slots=True)
@@ -90,6 +94,7 @@ class _Loop:
     batch: int  # the batch size used: at most the number of samples
     n: int
     digest: str = ""
+    extra_loss: ExtraLoss | None = None
     history: list[dict[str, float]] = field(default_factory=list)
     best: float | None = None
     start_epoch: int = 0
@@ -109,6 +114,7 @@ def fit(
     checkpoint_dir: Path | None = None,
     on_step: StepFn | None = None,
     metric: str = "agreement",
+    extra_loss: ExtraLoss | None = None,
 ) -> FitResult:
     """Train ``model`` on ``images`` (N, C, H, W) uint8 with ``targets``: hard labels (N,)
     int64, or soft labels (N, K) float32 rows summing to 1.
@@ -118,10 +124,11 @@ def fit(
     training resumes after its epoch, bit for bit as if never interrupted (every random state
     travels in ``last.pt``); a ``last.pt`` made on other data is refused. ``metric`` names what
     the training-label match is in the log: ``agreement`` with an oracle's answers,
-    ``accuracy`` with true labels.
+    ``accuracy`` with true labels. ``extra_loss`` is added to every step's loss.
     """
     loop = _setup(model, len(images), config=config)
     loop.digest = data_digest(images, targets, val)
+    loop.extra_loss = extra_loss
     if checkpoint_dir is not None:
         _resume(loop, checkpoint_dir / "last.pt")
     t_all = time.perf_counter()
@@ -272,9 +279,11 @@ def _train_epoch(
         y = targets[idx].to(device)
         logits = loop.model(x)
         if soft:
-            loss = -(y * F.log_softmax(logits, 1)).sum(1).mean()
+            loss = distill_loss(logits, y, cfg.temperature)
         else:
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        if loop.extra_loss is not None:
+            loss = loss + loop.extra_loss(loop.model, gen, device)
         loop.opt.zero_grad(set_to_none=True)
         loss.backward()
         loop.opt.step()

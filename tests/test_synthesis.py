@@ -1,0 +1,125 @@
+"""Selection and synthesis strategies: on a victim whose classes are very unequally reachable
+from the pool, each strategy reaches the rare classes far more often than random selection,
+within the exact budget, and every synthesized image is stored exactly as it was sent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from copycat.config import PoolConfig, StealConfig, TrainConfig
+from copycat.errors import ConfigError
+from copycat.oracles.local import TorchOracle
+from copycat.oracles.outputs import LabelOnly
+from copycat.pools.pool import Candidates, build_pool
+from copycat.pools.sources import BankSource
+from copycat.steal.loop import steal
+from copycat.steal.registry import SELECTIONS
+from copycat.steal.selection import InterimSelector
+from copycat.steal.store import AnswerStore
+from copycat.steal.strategies import build_selector
+from copycat.steal.synthesis import k_center, mix_pairs, push_toward
+from copycat.train.models import init_model
+
+from .conftest import SHAPE, RecordingOracle, rule_images
+
+CFG = StealConfig(budget=600, batch_size=50, seed_fraction=0.5)
+TRAIN = TrainConfig(arch="cnn-tiny", epochs=2, batch_size=50, lr=1e-2, device="cpu")
+
+
+def skewed_pool() -> torch.Tensor:
+    """Rule images where classes 0 and 1 make up ~95%: the other eight are hard to reach."""
+    images, labels = rule_images(6000, 3)
+    keep = (labels <= 1) | (torch.rand(6000, generator=torch.Generator().manual_seed(0)) < 0.03)
+    return images[keep]
+
+
+def run(victim_dir: Path, selection: str, tmp: Path) -> tuple[list[int], RecordingOracle, Path]:
+    oracle = RecordingOracle(LabelOnly(TorchOracle(victim_dir)))
+    pool = build_pool(PoolConfig(spec="noise"), shape=SHAPE)
+    pool.sources = [BankSource("skewed", skewed_pool())]
+    selector = build_selector(selection, config=CFG, train=TRAIN, num_classes=10)
+    path = tmp / f"{selection}.sqlite"
+    with AnswerStore(path) as store:
+        steal(oracle, pool, store, config=CFG, selector=selector)
+        return store.label_histogram(10), oracle, path
+
+
+@pytest.fixture(scope="module")
+def random_hist(victim_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[int]:
+    hist, _, _ = run(victim_dir, "random", tmp_path_factory.mktemp("random"))
+    return hist
+
+
+@pytest.mark.parametrize("selection", ["balanced", "wide", "active", "jacobian", "mixup"])
+def test_strategy_reaches_rare_classes_far_more_than_random(
+    selection: str, victim_dir: Path, random_hist: list[int], tmp_path: Path
+) -> None:
+    hist, oracle, path = run(victim_dir, selection, tmp_path)
+    # the budget holds exactly and nothing is sent twice
+    assert sum(hist) == CFG.budget == len(oracle.queried) == len(set(oracle.queried))
+    with AnswerStore(path) as store:  # the store holds the exact images the oracle saw
+        assert store.known(oracle.queried) == set(oracle.queried)
+    # the rarest class gets at least twice (and 5 answers more than) what random gives it
+    assert min(hist) >= max(2 * min(random_hist), min(random_hist) + 5), (hist, random_hist)
+
+
+def test_strong_strategies_triple_the_rarest_class(
+    victim_dir: Path, random_hist: list[int], tmp_path: Path
+) -> None:
+    for selection in ("wide", "jacobian"):
+        hist, _, _ = run(victim_dir, selection, tmp_path)
+        assert min(hist) >= 3 * max(min(random_hist), 1) + 10, (selection, hist, random_hist)
+
+
+def test_push_toward_moves_images_into_the_target_class_and_stays_uint8() -> None:
+    images, labels = rule_images(64, 5)
+    model = init_model("cnn-tiny", images, num_classes=10, seed=0)
+    from copycat.train.fit import fit, predict
+
+    fit(model, images, labels, config=TrainConfig(arch="cnn-tiny", epochs=3, device="cpu"))
+    target = (labels + 1) % 10
+    before = predict(model, images, device=torch.device("cpu")).argmax(1)
+    out = push_toward(model, images, target, steps=8, step_size=0.05, device=torch.device("cpu"))
+    after = predict(model, out, device=torch.device("cpu")).argmax(1)
+    assert out.dtype == torch.uint8 and out.shape == images.shape
+    assert (after == target).float().mean() > (before == target).float().mean() + 0.3
+
+
+def test_mixes_pair_different_labels_and_k_center_spreads() -> None:
+    from copycat.steal.store import FakeDataset
+
+    images, labels = rule_images(200, 6)
+    data = FakeDataset(images=images, labels=labels, probs=None, sources=("x",) * 200)
+    mixes = mix_pairs(data, 50, torch.Generator().manual_seed(0))
+    assert mixes.dtype == torch.uint8 and mixes.shape == (50, *SHAPE)
+    points = torch.tensor([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [0.0, 0.2]])
+    assert k_center(points, torch.tensor([[0.0, 0.0]]), 1) == [2]
+
+
+def test_unknown_selection_is_refused_with_the_list() -> None:
+    assert {"random", "balanced", "wide", "active", "jacobian", "mixup"} <= set(SELECTIONS.names())
+    with pytest.raises(ConfigError, match="wide"):
+        build_selector("bogus", config=CFG, train=TRAIN, num_classes=10)
+
+
+class _Twice(InterimSelector):
+    """Synthesis that returns every candidate twice, side by side; picks in order."""
+
+    def synthesize(self, cand: Candidates, store: AnswerStore) -> Candidates:
+        images = torch.stack([cand.images, cand.images], 1).flatten(0, 1)
+        return Candidates(images=images, sources=tuple(s for s in cand.sources for _ in "ab"))
+
+    def pick(self, cand: Candidates, k: int, store: AnswerStore) -> torch.Tensor:
+        return torch.arange(k)
+
+
+def test_an_image_repeated_within_a_batch_is_paid_once(victim_dir: Path, tmp_path: Path) -> None:
+    oracle = RecordingOracle(LabelOnly(TorchOracle(victim_dir)))
+    pool = build_pool(PoolConfig(spec="noise"), shape=SHAPE)
+    selector = _Twice(config=CFG, train=TRAIN, num_classes=10)
+    with AnswerStore(tmp_path / "twice.sqlite") as store:
+        steal(oracle, pool, store, config=CFG, selector=selector)
+        assert store.count() == CFG.budget == len(oracle.queried) == len(set(oracle.queried))
