@@ -135,3 +135,27 @@ def test_prefetch_keeps_order_raises_errors_and_stops_when_closed() -> None:
     assert [next(gen) for _ in range(3)] == [1, 2, 3]
     gen.close()
     assert not any(t.name == "copycat-pool" for t in threading.enumerate())
+
+
+@pytest.mark.parametrize(
+    ("part", "parsed"),
+    [
+        ("npd", ("npd", "")),
+        ("npd:exclude=shirt,dress", ("npd", "exclude=shirt,dress")),
+        ("folder:some/dir", ("folder", "some/dir")),
+        ("pd:fashion-mnist", ("pd", "fashion-mnist")),
+        ("noise", ("noise", "")),
+    ],
+)
+def test_pool_parts_parse_as_their_usage_says(part: str, parsed: tuple[str, str]) -> None:
+    from copycat.pools.pool import parse_pool_part
+
+    assert parse_pool_part(part) == parsed
+
+
+@pytest.mark.parametrize("part", ["npd:", "noise:x", "folder", "pd", "tourch"])
+def test_malformed_pool_parts_are_refused(part: str) -> None:
+    from copycat.pools.pool import parse_pool_part
+
+    with pytest.raises(ConfigError, match="npd"):
+        parse_pool_part(part)

@@ -161,17 +161,27 @@ def build_pool(cfg: PoolConfig, *, shape: tuple[int, int, int]) -> Pool:
     """Parse ``cfg.spec``: schemes of :data:`~copycat.pools.registry.POOLS` joined by ``+``."""
     from copycat.pools.registry import POOLS
 
-    parts = cfg.spec.split("+")
     built: list[Source] = []
-    for part in parts:
-        scheme, _, arg = part.strip().partition(":")
-        takes_arg = scheme in POOLS and ":" in next(e.usage for e in POOLS if e.name == scheme)
-        if scheme not in POOLS or bool(arg) != takes_arg:
-            raise ConfigError(
-                f"unknown pool part {part!r} in {cfg.spec!r}; use {POOLS.usages()}, joined by '+'"
-            )
+    for part in cfg.spec.split("+"):
+        scheme, arg = parse_pool_part(part, spec=cfg.spec)
         built.append(POOLS.get(scheme)(arg, shape=shape, max_pixels=cfg.max_pixels))
     weights = list(cfg.mix) if cfg.mix else [1.0] * len(built)
     return Pool(
         built, weights=weights, shape=shape, augment=cfg.augment, seed=cfg.seed, spec=cfg.spec
     )
+
+
+def parse_pool_part(part: str, *, spec: str = "") -> tuple[str, str]:
+    """``scheme[:arg]`` checked against the scheme's usage in the registry: ``name`` takes no
+    argument, ``name:ARG`` needs one, ``name[:ARG]`` may take one."""
+    from copycat.pools.registry import POOLS
+
+    scheme, sep, arg = part.strip().partition(":")
+    usage = next((e.usage for e in POOLS if e.name == scheme), None)
+    optional = usage is not None and usage.startswith(f"{scheme}[:")
+    required = usage is not None and not optional and ":" in usage
+    if usage is None or (sep and not arg) or (bool(arg) != required and not optional):
+        raise ConfigError(
+            f"unknown pool part {part!r} in {spec or part!r}; use {POOLS.usages()}, joined by '+'"
+        )
+    return scheme, arg
