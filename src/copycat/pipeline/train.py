@@ -1,0 +1,141 @@
+"""The train stage wired to a run directory: the fake dataset from the store, the copycat
+trained on it (optionally with unqueried pool images), its weights and card beside the store."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, replace
+
+import torch
+from safetensors.torch import save_file
+
+from copycat.config import ExperimentConfig, TrainConfig, to_jsonable
+from copycat.errors import CopycatError
+from copycat.pools.pool import build_pool
+from copycat.runs import RunDir
+from copycat.steal.store import AnswerStore, image_id
+from copycat.train.checkpoint import load_checkpoint, write_metrics
+from copycat.train.fit import ExtraLoss, FitResult, StepFn, fit
+from copycat.train.models import init_model
+
+log = logging.getLogger(__name__)
+
+
+def unqueried_images(run: RunDir, cfg: ExperimentConfig, n: int) -> torch.Tensor:
+    """``n`` pool images (n, C, H, W) uint8 the oracle was never asked about: the steal's pool
+    (as recorded in ``config.json``, else ``cfg.pool``) on another seed, answered images out."""
+    from copycat.config import PoolConfig, from_dict
+
+    recorded = run.read_config().get("steal", {}).get("pool")
+    pool_cfg = from_dict(PoolConfig, recorded) if recorded else cfg.pool
+    pool_cfg = replace(pool_cfg, seed=pool_cfg.seed + 1_000_003)
+    with AnswerStore(run.store) as store:
+        shape = tuple(json.loads(store.meta()["input_shape"]))
+        pool = build_pool(pool_cfg, shape=(int(shape[0]), int(shape[1]), int(shape[2])))
+        out: list[torch.Tensor] = []
+        got = 0
+        for cand in pool.batches(1024):
+            ids = [image_id(img) for img in cand.images]
+            known = store.known(ids)
+            keep = [j for j, h in enumerate(ids) if h not in known]
+            out.append(cand.images[keep])
+            got += len(keep)
+            if got >= n:
+                break
+    return torch.cat(out)[:n]
+
+
+def train_copycat(
+    run: RunDir,
+    *,
+    config: TrainConfig,
+    on_step: StepFn | None = None,
+    unlabelled: torch.Tensor | None = None,
+) -> FitResult:
+    """Train a copycat on the run's fake dataset and save it beside the store.
+
+    A held-out share (``config.val_fraction``) of the answers scores agreement each epoch; the
+    best epoch is the copycat kept. Soft labels are used when ``labels`` is ``soft``, or
+    ``auto`` and every answer carried probabilities. With ``config.semi == "fixmatch"``,
+    ``unlabelled`` (M, C, H, W) uint8 pool images also train it (see copycat.train.semi).
+    """
+    if not run.store.is_file():
+        raise CopycatError(f"no answers in {run.root}; run `copycat steal --run-dir {run.root}`")
+    with AnswerStore(run.store) as store:
+        data = store.load()
+        num_classes = int(store.meta()["num_classes"])
+    if config.labels == "soft" and data.probs is None:
+        raise CopycatError("labels='soft' but the oracle gave labels only; use --labels hard")
+    soft = data.probs is not None and config.labels in ("auto", "soft")
+    gen = torch.Generator().manual_seed(config.seed)
+    perm = torch.randperm(len(data), generator=gen)
+    n_val = int(len(data) * config.val_fraction)
+    val_idx, tr_idx = perm[:n_val], perm[n_val:]
+    targets = data.probs[tr_idx] if soft and data.probs is not None else data.labels[tr_idx]
+    shape = tuple(data.images.shape[1:])
+    model = init_model(config.arch, data.images, num_classes=num_classes, seed=config.seed)
+    log.info(
+        "training %s on %d answers (%s labels), %d held out",
+        config.arch,
+        len(tr_idx),
+        "soft" if soft else "hard",
+        n_val,
+    )
+    result = fit(
+        model,
+        data.images[tr_idx],
+        targets,
+        config=config,
+        val=(data.images[val_idx], data.labels[val_idx]) if n_val else None,
+        checkpoint_dir=run.checkpoints,
+        on_step=on_step,
+        extra_loss=_semi_loss(config, unlabelled),
+    )
+    best = load_checkpoint(run.checkpoints / "best.pt")
+    save_file({k: v.contiguous() for k, v in best["model"].items()}, str(run.copycat_weights))
+    card = {
+        "arch": config.arch,
+        "input_shape": list(shape),
+        "num_classes": num_classes,
+        "mean": model.normalize.mean.flatten().tolist(),
+        "std": model.normalize.std.flatten().tolist(),
+        "labels": "soft" if soft else "hard",
+        "best_epoch": int(best["epoch"]) + 1,
+        "train_samples": len(tr_idx),
+        "val_agreement": result.best_val_agreement,
+        "samples_per_s": result.samples_per_s,
+        "train_seconds": result.seconds,
+    }
+    run.copycat_card.write_text(json.dumps(card, indent=2) + "\n")
+    write_metrics(run.metrics, result.history)
+    run.record("train", asdict(config))
+    return result
+
+
+def _semi_loss(config: TrainConfig, unlabelled: torch.Tensor | None) -> ExtraLoss | None:
+    if config.semi == "none":
+        return None
+    if unlabelled is None or not len(unlabelled):
+        raise CopycatError("train.semi='fixmatch' needs unlabelled pool images; none were given")
+    from copycat.train.semi import FixMatch
+
+    log.info("semi-supervised (%s) on %d unqueried pool images", config.semi, len(unlabelled))
+    return FixMatch(
+        unlabelled,
+        batch_size=config.batch_size,
+        threshold=config.semi_threshold,
+        weight=config.semi_weight,
+    )
+
+
+def train_stage(
+    cfg: ExperimentConfig, *, command: str | None = None, on_step: StepFn | None = None
+) -> FitResult:
+    run = RunDir.at(cfg.run_dir)
+    unlabelled = None
+    if cfg.train.semi != "none" and run.store.is_file():
+        unlabelled = unqueried_images(run, cfg, cfg.train.unlabelled)
+    result = train_copycat(run, config=cfg.train, on_step=on_step, unlabelled=unlabelled)
+    run.record("train", to_jsonable(cfg.train), command)
+    return result
