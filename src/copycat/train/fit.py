@@ -44,8 +44,10 @@ class FitResult:
     samples_per_s: float
 
 
-def augment_train(x: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch.Tensor:
-    """Random shifts of up to ``pad`` pixels and horizontal flips, per sample, batched."""
+def shift(x: torch.Tensor, gen: torch.Generator, pad: int) -> torch.Tensor:
+    """Random shifts of up to ``pad`` pixels per sample (zero fill), batched on ``x``'s device."""
+    if pad == 0:
+        return x
     n, _, h, w = x.shape
     dev = x.device
     off = torch.randint(0, 2 * pad + 1, (2, n), generator=gen).to(dev)
@@ -54,8 +56,13 @@ def augment_train(x: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch.
     ix = (torch.arange(w, device=dev)[None, :] + off[1][:, None])[:, None, None, :]
     bi = torch.arange(n, device=dev)[:, None, None, None]
     ci = torch.arange(x.shape[1], device=dev)[None, :, None, None]
-    out = xp[bi, ci, iy, ix]
-    flip = (torch.rand(n, generator=gen) < 0.5).to(dev).view(n, 1, 1, 1)
+    return xp[bi, ci, iy, ix]
+
+
+def augment_train(x: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch.Tensor:
+    """Random shifts of up to ``pad`` pixels and horizontal flips, per sample, batched."""
+    out = shift(x, gen, pad)
+    flip = (torch.rand(len(x), generator=gen) < 0.5).to(x.device).view(-1, 1, 1, 1)
     return torch.where(flip, out.flip(-1), out)
 
 

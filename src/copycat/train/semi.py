@@ -14,21 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def shift(x: torch.Tensor, gen: torch.Generator, pad: int) -> torch.Tensor:
-    """Random shifts of up to ``pad`` pixels per sample (zero fill); no flips, which would
-    change the class of digits or letters."""
-    if pad == 0:
-        return x
-    n, _, h, w = x.shape
-    dev = x.device
-    off = torch.randint(0, 2 * pad + 1, (2, n), generator=gen).to(dev)
-    xp = F.pad(x, (pad, pad, pad, pad))
-    iy = (torch.arange(h, device=dev)[None, :] + off[0][:, None])[:, None, :, None]
-    ix = (torch.arange(w, device=dev)[None, :] + off[1][:, None])[:, None, None, :]
-    bi = torch.arange(n, device=dev)[:, None, None, None]
-    ci = torch.arange(x.shape[1], device=dev)[None, :, None, None]
-    return xp[bi, ci, iy, ix]
+from copycat.train.fit import shift
 
 
 def strong_augment(
