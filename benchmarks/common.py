@@ -385,3 +385,28 @@ def quiet_logging() -> None:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     warnings.filterwarnings("ignore", category=UserWarning)
+
+
+def start_serve(
+    target: Path, log: Path, args: Sequence[str], *, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``copycat serve --model TARGET --port 0 ARGS`` in a subprocess; returns it and its URL,
+    read from the log (the port is picked by the system)."""
+    import re
+
+    if env is None:
+        env = dict(os.environ)
+        src = str(Path(__file__).resolve().parents[1] / "src")
+        env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
+    cmd = [sys.executable, "-m", "copycat.cli", "serve", "--model", str(target), "--port", "0"]
+    with log.open("wb") as f:
+        proc = subprocess.Popen([*cmd, *args], stdout=f, stderr=subprocess.STDOUT, env=env)
+    for _ in range(1200):
+        m = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", log.read_text())
+        if m:
+            return proc, m.group(1)
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"server did not start:\n{log.read_text()[-2000:]}")

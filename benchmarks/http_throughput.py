@@ -27,9 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -40,6 +38,7 @@ import httpx
 import numpy as np
 import torch
 
+import common
 import copycat
 from copycat.config import AugmentConfig, PoolConfig, StealConfig, TrainConfig
 from copycat.data.datasets import LabelledSet
@@ -66,21 +65,10 @@ def tiny_target(out: Path, shape: tuple[int, int, int]) -> Path:
 
 
 def start_server(target: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    args = ["--query-log", "", "--max-batch", "256", "--max-body-mb", "64", "--output", "probs"]
     env = dict(os.environ)
     env["PYTHONPATH"] = str(Path(copycat.__file__).resolve().parents[1])
-    cmd = [sys.executable, "-m", "copycat.cli", "serve", "--model", str(target), "--port", "0"]
-    cmd += ["--query-log", "", "--max-batch", "256", "--max-body-mb", "64", "--output", "probs"]
-    with log.open("wb") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
-    for _ in range(1200):
-        m = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", log.read_text())
-        if m:
-            return proc, m.group(1)
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"server did not start:\n{log.read_text()[-2000:]}")
+    return common.start_serve(target, log, args, env=env)
 
 
 def encode(x: np.ndarray, how: str) -> tuple[bytes, dict[str, str]]:

@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import random
-import re
 import signal
 import sqlite3
 import subprocess
@@ -85,20 +84,8 @@ def env() -> dict[str, str]:
 
 
 def start_server(target: Path, work: Path) -> tuple[subprocess.Popen[bytes], str]:
-    log = work / "server.log"
-    cmd = [sys.executable, "-m", "copycat.cli", "serve", "--model", str(target), "--port", "0"]
-    cmd += ["--query-log", str(work / "query_log.jsonl"), "--faults", json.dumps(FAULTS)]
-    with log.open("wb") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env())
-    for _ in range(1200):
-        m = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", log.read_text())
-        if m:
-            return proc, m.group(1)
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"server did not start:\n{log.read_text()[-2000:]}")
+    args = ["--query-log", str(work / "query_log.jsonl"), "--faults", json.dumps(FAULTS)]
+    return common.start_serve(target, work / "server.log", args, env=env())
 
 
 def served(work: Path) -> int:
