@@ -282,3 +282,19 @@ request_batch = 32
     steal = json.loads((tmp_path / "run" / "steal.json").read_text())
     assert steal["total"]["billed_images"] == 64
     assert steal["total"]["estimated_cost"] == pytest.approx(0.192)
+
+
+def test_http_options_name_fields_of_the_http_config_and_skip_local_oracles() -> None:
+    import dataclasses
+
+    from copycat.cli.options import HTTP_OPTIONS
+    from copycat.cli.stages import http_options
+    from copycat.config import HttpOracleConfig
+
+    assert set(HTTP_OPTIONS) <= {f.name for f in dataclasses.fields(HttpOracleConfig)}
+    params = {"seed": 7, "timeout": 5.0, "concurrency": 2, "budget": 10}
+    assert http_options("oip+http://127.0.0.1:1/v2/models/m", params) == {
+        "timeout": 5.0,
+        "concurrency": 2,
+    }
+    assert http_options("torch:targets/x", params) == {}

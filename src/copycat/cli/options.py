@@ -122,6 +122,21 @@ TargetOutOpt = Annotated[
 ]
 
 # -- HTTP oracles ------------------------------------------------------------------------------
+# The names of the options below (as commands receive them), each a field of HttpOracleConfig.
+HTTP_OPTIONS = (
+    "api_key_env",
+    "concurrency",
+    "max_qps",
+    "timeout",
+    "max_retries",
+    "price_per_1000",
+    "request_batch",
+    "response_format",
+    "label_map",
+    "input_shape",
+    "num_classes",
+    "send_as",
+)
 _H = "HTTP oracles"
 ApiKeyEnvOpt = Annotated[
     str | None,

@@ -17,6 +17,7 @@ import typer
 from copycat.cli.common import command_line, errors, progress, step_bar, table
 from copycat.cli.options import (
     HTTP,
+    HTTP_OPTIONS,
     POOL,
     STEAL,
     TRAIN,
@@ -69,9 +70,10 @@ from copycat.errors import ConfigError
 from copycat.oracles.registry import is_http
 
 
-def http_options(oracle: str, **options: Any) -> dict[str, Any]:
-    """The HTTP oracle options, only for the HTTP schemes (other oracles take none)."""
-    return options if is_http(oracle) else {}
+def http_options(oracle: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The HTTP oracle options among a command's ``params`` (:data:`HTTP_OPTIONS`), only for
+    the HTTP schemes: other oracles take none."""
+    return {k: v for k, v in params.items() if k in HTTP_OPTIONS} if is_http(oracle) else {}
 
 
 def experiment(run_dir: Path, oracle: str, **sections: Any) -> ExperimentConfig:
@@ -148,21 +150,7 @@ def steal_cmd(
     """Query the oracle with pool images under a budget; resumable at any moment."""
     from copycat.pipeline import open_oracle, steal_stage
 
-    http = http_options(
-        oracle,
-        api_key_env=api_key_env,
-        concurrency=concurrency,
-        max_qps=max_qps,
-        timeout=timeout,
-        max_retries=max_retries,
-        price_per_1000=price_per_1000,
-        request_batch=request_batch,
-        response_format=response_format,
-        label_map=label_map,
-        input_shape=input_shape,
-        num_classes=num_classes,
-        send_as=send_as,
-    )
+    http = http_options(oracle, ctx.params)
     with errors():
         aug = dataclasses.replace(
             POOL.augment, enabled=augment, invert=POOL.augment.invert if invert is None else invert
@@ -313,21 +301,7 @@ def evaluate_cmd(
 
     # the oracle defaults to the one the run's steal recorded
     recorded = RunDir.at(run_dir).read_config().get("steal", {}).get("oracle", "")
-    http = http_options(
-        oracle or recorded,
-        price_per_1000=price_per_1000,
-        api_key_env=api_key_env,
-        concurrency=concurrency,
-        max_qps=max_qps,
-        timeout=timeout,
-        max_retries=max_retries,
-        request_batch=request_batch,
-        response_format=response_format,
-        label_map=label_map,
-        input_shape=input_shape,
-        num_classes=num_classes,
-        send_as=send_as,
-    )
+    http = http_options(oracle or recorded, ctx.params)
     with errors():
         cfg = experiment(
             run_dir,
