@@ -10,7 +10,6 @@ from typing import Any
 
 from copycat.config import ExperimentConfig, to_jsonable
 from copycat.devices import resolve_device
-from copycat.errors import CopycatError
 from copycat.oracles.base import Oracle
 from copycat.oracles.registry import parse_oracle_spec
 from copycat.pools.pool import build_pool
@@ -135,12 +134,8 @@ def steal_plan(
     answered = 0
     if run.store.is_file():
         with AnswerStore(run.store) as store:
-            answered, stored = store.count(), store.meta().get("fingerprint")
-        if stored is not None and stored != oracle.fingerprint:
-            raise CopycatError(
-                f"{run.store} holds answers of oracle {stored}, not {oracle.fingerprint}; "
-                "the steal would be refused: use the same oracle and output, or a new --run-dir"
-            )
+            store.check_oracle(oracle.fingerprint)  # the steal itself would refuse it
+            answered = store.count()
     would_send = max(0, cfg.steal.budget - answered)
     weights = list(pool.weights)
     total_w = sum(weights) or 1.0

@@ -174,6 +174,16 @@ class AnswerStore:
     def meta(self) -> dict[str, str]:
         return {str(k): str(v) for k, v in self._q("SELECT key, value FROM meta")}
 
+    def check_oracle(self, fingerprint: str) -> None:
+        """Refuse ``fingerprint`` if the store already holds answers of another oracle (or of
+        the same target under another output restriction or defence); reads only."""
+        stored = self.meta().get("fingerprint")
+        if stored is not None and stored != fingerprint:
+            raise StoreMismatchError(
+                f"{self.path} holds answers of oracle {stored}, not "
+                f"{fingerprint}; resume with the same oracle and output, or use a new --run-dir"
+            )
+
     def bind(
         self,
         *,
@@ -190,17 +200,15 @@ class AnswerStore:
         """
         shape = json.dumps(list(input_shape))
         meta = self.meta()
-        if "fingerprint" in meta:
-            if meta["fingerprint"] != fingerprint:
-                raise StoreMismatchError(
-                    f"{self.path} holds answers of oracle {meta['fingerprint']}, not "
-                    f"{fingerprint}; resume with the same oracle and output, or use a new --run-dir"
-                )
-            if meta.get("input_shape") != shape or meta.get("num_classes") != str(num_classes):
-                raise StoreMismatchError(
-                    f"{self.path} was made for input {meta.get('input_shape')} and "
-                    f"{meta.get('num_classes')} classes; use a new --run-dir"
-                )
+        self.check_oracle(fingerprint)
+        bound = "fingerprint" in meta
+        if bound and (
+            meta.get("input_shape") != shape or meta.get("num_classes") != str(num_classes)
+        ):
+            raise StoreMismatchError(
+                f"{self.path} was made for input {meta.get('input_shape')} and "
+                f"{meta.get('num_classes')} classes; use a new --run-dir"
+            )
         with self._tx() as conn:
             rows = {
                 "fingerprint": fingerprint,
