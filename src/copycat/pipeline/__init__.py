@@ -13,7 +13,6 @@ from copycat.pipeline.steal import (
     redacted_oracle,
     steal_plan,
     steal_stage,
-    write_coverage,
     write_steal_json,
 )
 from copycat.pipeline.train import train_copycat, train_stage, unqueried_images
@@ -34,6 +33,5 @@ __all__ = [
     "train_copycat",
     "train_stage",
     "unqueried_images",
-    "write_coverage",
     "write_steal_json",
 ]

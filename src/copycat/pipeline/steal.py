@@ -94,8 +94,8 @@ def _steal_locked(
                 oracle, pool, store, config=cfg.steal, on_batch=on_batch, selector=selector
             )
     finally:  # an interrupted or failed run paid for queries too: the ledger says so
-        write_steal_json(run, summary, getattr(oracle, "ledger", None))
-    write_coverage(run, summary, class_names=class_names_of(oracle, oracle.num_classes))
+        names = class_names_of(oracle, oracle.num_classes) if summary is not None else None
+        write_steal_json(run, summary, getattr(oracle, "ledger", None), class_names=names)
     return summary
 
 
@@ -155,26 +155,27 @@ def steal_plan(
     )
 
 
-def write_coverage(run: RunDir, summary: StealSummary, *, class_names: list[str]) -> Coverage:
-    """Add the class coverage of the answers to ``steal.json``; warn about rare classes."""
-    cov = class_coverage(summary.label_histogram, class_names=class_names)
-    warn_rare(cov)
-    path = run.root / "steal.json"
-    data = json.loads(path.read_text()) if path.is_file() else {}
-    data["coverage"] = cov.as_dict()
-    write_atomic(path, json.dumps(data, indent=2) + "\n")
-    return cov
-
-
-def write_steal_json(run: RunDir, summary: StealSummary | None, ledger: Any) -> None:
-    """``steal.json``: this run's summary and HTTP counters (``ledger``, this process only),
-    and ``total``: the store's request ledger over every run, so what was billed is counted
-    even for runs killed before they could write this file."""
+def write_steal_json(
+    run: RunDir,
+    summary: StealSummary | None,
+    ledger: Any,
+    *,
+    class_names: list[str] | None = None,
+) -> Coverage | None:
+    """``steal.json``: this run's summary, the class coverage of its answers (with a warning
+    about rare classes) and HTTP counters (``ledger``, this process only), and ``total``: the
+    store's request ledger over every run, so what was billed is counted even for runs killed
+    before they could write this file. Returns the coverage when there is a summary."""
     data: dict[str, Any] = (
         {**asdict(summary), "images_per_s": summary.images_per_s}
         if summary is not None
         else {"stopped": "interrupted or failed; run the same command again to resume"}
     )
+    cov = None
+    if summary is not None and class_names is not None:
+        cov = class_coverage(summary.label_histogram, class_names=class_names)
+        warn_rare(cov)
+        data["coverage"] = cov.as_dict()
     price = 0.0
     if ledger is not None:
         now = ledger.as_dict()
@@ -190,3 +191,4 @@ def write_steal_json(run: RunDir, summary: StealSummary | None, ledger: Any) -> 
         total["estimated_cost"] = round(total["billed_images"] * price / 1000.0, 6)
         data["total"] = total
     write_atomic(run.root / "steal.json", json.dumps(data, indent=2) + "\n")
+    return cov
