@@ -28,9 +28,19 @@ import common
 
 # name -> configuration changes by section (as common.experiment takes them). Methods from the
 # attack side (query synthesis, semi-supervised training, distillation) are added here by name.
+# A "npd" section names the NPD sets the pool draws from, equally (the default: clip-art).
 METHODS: dict[str, dict[str, dict[str, Any]]] = {
     "random": {"steal": {"selection": "random"}},
     "balanced": {"steal": {"selection": "balanced"}},
+    # the other NPD sets: Tux Paint stamps and Scratch sprites (objects), wallpaper crops
+    "balanced-objects": {
+        "steal": {"selection": "balanced"},
+        "npd": {"sets": ("clipart", "stamps", "sprites")},
+    },
+    "balanced-all": {"steal": {"selection": "balanced"}, "npd": {"sets": ("all",)}},
+    "balanced-photos": {"steal": {"selection": "balanced"}, "npd": {"sets": ("photos",)}},
+    # the random seed share capped at 1,000 answers, refits each time the answers double
+    "balanced-doubling": {"steal": {"selection": "balanced", "seed_max": 1000}},
 }
 QUICK = {"budgets": "500,1k,2k", "copycat_epochs": 4, "seeds": 1}
 FULL = {"budgets": "1k,2k,5k,10k,20k", "copycat_epochs": None, "seeds": 3}
@@ -76,7 +86,8 @@ def one_case(
 
     run = work / f"{target.name}-{method}-s{seed}"
     changes = {k: dict(v) for k, v in METHODS[method].items()}
-    changes.setdefault("pool", {})["spec"] = target.npd_pool
+    sets = changes.pop("npd", {}).get("sets", ())
+    changes.setdefault("pool", {})["spec"] = target.npd_pool_of(sets)
     changes.setdefault("steal", {})["budget"] = max(budgets)
     if args.copycat_epochs:
         changes.setdefault("train", {})["epochs"] = args.copycat_epochs

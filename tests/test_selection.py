@@ -56,3 +56,18 @@ def test_balanced_steal_respects_budget_and_evens_labels(
             hists[mode] = torch.tensor(store.label_histogram(10)).float()
     # the spread of the label histogram shrinks when selection targets rare classes
     assert hists["balanced"].std() < hists["random"].std()
+
+
+def test_capped_seed_share_refits_each_time_the_answers_double() -> None:
+    train = TrainConfig(arch="cnn-tiny", epochs=1, device="cpu")
+    even = BalancedSelector(config=StealConfig(budget=10_000), train=train, num_classes=10)
+    assert even.seed_count == 5000 and even._retrain_at == [5000, 7500]
+    capped = BalancedSelector(
+        config=StealConfig(budget=10_000, seed_max=1000), train=train, num_classes=10
+    )
+    assert capped.seed_count == 1000 and capped._retrain_at == [1000, 2000, 4000, 8000]
+    # a small budget keeps its own share: the cap only bites on large budgets
+    small = BalancedSelector(
+        config=StealConfig(budget=1000, batch_size=50, seed_max=1000), train=train, num_classes=10
+    )
+    assert small.seed_count == 500 and small._retrain_at == [500]

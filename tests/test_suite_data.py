@@ -147,3 +147,77 @@ def test_npd_exclusion_by_path_words(tmp_path: Path) -> None:
     assert kept == [tmp_path / "animals/cat.png"]
     with pytest.raises(DataError, match="npd:exclude=WORD"):
         build_npd("without=shirt", shape=(1, 28, 28), max_pixels=10**7)
+
+
+def _npd_sets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two NPD sets in tmp folders: objects (small shapes on transparent canvases, one of them
+    a shirt) and photos (two large gradients); a third set is not installed."""
+    from PIL import Image
+
+    from copycat.pools import sources
+
+    rng = np.random.default_rng(0)
+    objects = tmp_path / "objects"
+    (objects / "clothes").mkdir(parents=True)
+    for i in range(6):
+        img = Image.new("RGBA", (40, 40), (0, 0, 0, 0))
+        img.paste((255, 0, 0, 255), (5 + i, 5, 20 + i, 30))
+        img.save(objects / ("clothes/shirt.png" if i == 0 else f"thing{i}.png"))
+    (objects / "sound.ogg").write_bytes(b"OggS")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(2):
+        arr = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+        Image.fromarray(arr).save(photos / f"wall{i}.jpg")
+    monkeypatch.setenv("COPYCAT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sources, "skimage_photos", lambda: [])
+    monkeypatch.setattr(
+        sources,
+        "NPD_SETS",
+        (
+            sources.NpdSet("clipart", (objects,), "objects", "pkg-objects"),
+            sources.NpdSet("stamps", (tmp_path / "absent",), "objects", "pkg-absent"),
+            sources.NpdSet("photos", (photos,), "photos", "pkg-photos", crops=5),
+        ),
+    )
+
+
+def test_npd_sets_mix_equally_and_exclude_by_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from copycat.pools.sources import WeightedSource, build_npd
+
+    _npd_sets(tmp_path, monkeypatch)
+    with caplog.at_level("WARNING"):
+        src = build_npd("sets=all;exclude=shirt", shape=(3, 16, 16), max_pixels=10**7)
+    assert "pkg-absent" in caplog.text  # a set not installed is named with its package
+    assert isinstance(src, WeightedSource)
+    clip, photos = src.sources
+    assert len(clip.bank) == 5 and len(photos.bank) == 10  # shirt out; 2 photos x 5 crops
+    assert not clip.skipped  # the .ogg beside the images is not a skipped image
+    assert len({bytes(t.numpy()) for t in photos.bank}) == 10  # every crop differs
+    drawn = src.draw(2000, torch.Generator().manual_seed(0))
+    from_clip = sum(any(torch.equal(d, c) for c in clip.bank) for d in drawn[:400])
+    assert 150 <= from_clip <= 250  # the sets are drawn equally often, not by file count
+    default = build_npd("", shape=(3, 16, 16), max_pixels=10**7)
+    assert default.name == "clipart" and len(default.bank) == 6  # the default: clip-art only
+    only = build_npd("sets=photos", shape=(1, 16, 16), max_pixels=10**7)
+    assert only.name == "photos" and tuple(only.bank.shape) == (10, 1, 32, 32)
+    again = build_npd("sets=photos", shape=(1, 16, 16), max_pixels=10**7)
+    assert torch.equal(only.bank, again.bank)  # crops are seeded (and cached)
+
+
+@pytest.mark.parametrize(
+    ("arg", "match"),
+    [
+        ("sets=clipart;sets=photos", "npd:sets=SET"),
+        ("sets=flowers", "unknown NPD set"),
+        ("sets=", "unknown NPD set"),
+        ("include=x", "npd:exclude=WORD"),
+    ],
+)
+def test_npd_arguments_refused_with_the_fix(arg: str, match: str) -> None:
+    from copycat.pools.sources import parse_npd_arg
+
+    with pytest.raises(DataError, match=match):
+        parse_npd_arg(arg, "npd")

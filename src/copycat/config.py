@@ -101,6 +101,10 @@ class StealConfig:
     batch_size: int = 256
     selection: str = "balanced"
     seed_fraction: float = 0.5
+    # At most this many random seed answers (None: no cap); with a cap the interim copycat is
+    # refitted each time the answers double, so every prefix of a run was selected as a run of
+    # that budget would be (its budget curve measures the selection, not just the seed share).
+    seed_max: int | None = None
     candidates_per_query: int = 5
     # hard cap on images that may be billed (retries and every run included); None: no cap
     max_billed: int | None = None
@@ -122,6 +126,12 @@ class StealConfig:
             "random, balanced, wide, active, jacobian or mixup",
         )
         _check(0.0 < self.seed_fraction <= 1.0, "steal.seed_fraction", self.seed_fraction, "(0, 1]")
+        _check(
+            self.seed_max is None or self.seed_max >= 1,
+            "steal.seed_max",
+            self.seed_max,
+            "an integer >= 1, or None for no cap",
+        )
         _check(
             self.candidates_per_query >= 1,
             "steal.candidates_per_query",

@@ -12,6 +12,7 @@ import logging
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +25,42 @@ from copycat.errors import DataError
 log = logging.getLogger(__name__)
 
 OPENCLIPART_DIR = Path("/usr/share/openclipart/png")
-# Bump when to_base changes what it makes, so stale caches are not reused.
-BANK_VERSION = 2
+# Bump when to_base or photo_crops change what they make, so stale caches are not reused.
+BANK_VERSION = 3
+
+
+@dataclass(frozen=True, slots=True)
+class NpdSet:
+    """One set of the built-in NPD images: image files of a Debian package.
+
+    ``objects``: each file is one object, cropped to it and centred on black (clip-art,
+    stamps, sprites); ``photos``: large photos, each cut into ``crops`` random crops.
+    """
+
+    name: str
+    roots: tuple[Path, ...]
+    kind: str
+    package: str
+    crops: int = 1
+
+
+NPD_SETS: tuple[NpdSet, ...] = (
+    NpdSet("clipart", (OPENCLIPART_DIR,), "objects", "openclipart-png"),
+    NpdSet("stamps", (Path("/usr/share/tuxpaint/stamps"),), "objects", "tuxpaint-stamps-default"),
+    NpdSet("sprites", (Path("/usr/share/scratch/Media/Costumes"),), "objects", "scratch"),
+    NpdSet(
+        "photos",
+        (
+            Path("/usr/share/backgrounds"),
+            Path("/usr/share/wallpapers"),
+            Path("/usr/share/scratch/Media/Backgrounds"),
+        ),
+        "photos",
+        "gnome-backgrounds mate-backgrounds",
+        crops=48,
+    ),
+)
+DEFAULT_NPD_SETS: tuple[str, ...] = ("clipart",)
 
 
 def base_size(shape: tuple[int, int, int]) -> int:
@@ -93,6 +128,27 @@ def to_base(
     else:
         img = ImageOps.fit(img, (size, size), Image.Resampling.BILINEAR)
     return pil_to_tensor(img, channels=channels)
+
+
+def photo_crops(
+    path: Path, *, channels: int, size: int, max_pixels: int, n: int
+) -> list[torch.Tensor]:
+    """``n`` square crops of one photo at random places and scales (from a tenth to the whole
+    of its short side), each resized to ``size``: a large photo gives many distinct images, as
+    random crops of ImageNet photos do. The draws are seeded by the file's name."""
+    from PIL import Image
+
+    img = decode_image(path, max_pixels=max_pixels, max_side=1024, background=0)
+    w, h = img.size
+    rng = np.random.default_rng(int(hashlib.sha256(path.name.encode()).hexdigest()[:8], 16))
+    out = []
+    for _ in range(n):
+        side = max(8, int(min(w, h) * rng.uniform(0.1, 1.0)))
+        x, y = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
+        crop = img.crop((x, y, x + side, y + side))
+        crop = crop.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+        out.append(pil_to_tensor(crop, channels=channels))
+    return out
 
 
 class BankSource:
@@ -199,9 +255,18 @@ def _cache_dir() -> Path:
 
 
 def build_bank(
-    files: list[Path], *, channels: int, size: int, max_pixels: int, object_crop: bool, tag: str
+    files: list[Path],
+    *,
+    channels: int,
+    size: int,
+    max_pixels: int,
+    object_crop: bool,
+    tag: str,
+    crops: int = 0,
 ) -> tuple[torch.Tensor, Counter[str]]:
-    """Decode ``files`` in parallel into one bank, cached on disk by content key."""
+    """Decode ``files`` in parallel into one bank, cached on disk by content key. With
+    ``crops`` each file gives that many random crops (:func:`photo_crops`) instead of one
+    image."""
     key = hashlib.sha256(
         json.dumps(
             [
@@ -211,6 +276,7 @@ def build_bank(
                 size,
                 max_pixels,
                 object_crop,
+                crops,
                 [(str(f), f.stat().st_size) for f in files],
             ]
         ).encode()
@@ -232,11 +298,15 @@ def build_bank(
         cache.parent,
     )
 
-    def one(f: Path) -> torch.Tensor | str:
+    def one(f: Path) -> list[torch.Tensor] | str:
         try:
-            return to_base(
-                f, channels=channels, size=size, max_pixels=max_pixels, object_crop=object_crop
-            )
+            if crops:
+                return photo_crops(f, channels=channels, size=size, max_pixels=max_pixels, n=crops)
+            return [
+                to_base(
+                    f, channels=channels, size=size, max_pixels=max_pixels, object_crop=object_crop
+                )
+            ]
         except ImageDecodeError as exc:
             return exc.reason
 
@@ -247,7 +317,7 @@ def build_bank(
             if isinstance(r, str):
                 skipped[r] += 1
             else:
-                good.append(r)
+                good += r
     bank = torch.stack(good) if good else torch.empty(0, channels, size, size, dtype=torch.uint8)
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -273,39 +343,138 @@ def exclude_files(files: list[Path], root: Path, words: tuple[str, ...]) -> list
     return [f for f in files if not any(w in str(f.relative_to(root)).lower() for w in words)]
 
 
-def npd_source(
-    *, shape: tuple[int, int, int], max_pixels: int, exclude: tuple[str, ...] = ()
-) -> BankSource:
-    """The built-in non-problem-domain pool: openclipart PNGs plus scikit-image's photos.
-    Clip-art whose path below the openclipart folder contains a word of ``exclude`` is left
-    out (e.g. ``people/clothing`` when the target classifies garments)."""
-    files = skimage_photos()
-    if OPENCLIPART_DIR.is_dir():
-        clip, skipped = list_images(OPENCLIPART_DIR)
-        if exclude:
-            kept = exclude_files(clip, OPENCLIPART_DIR, exclude)
-            log.info("npd: %d clip-art files excluded by %s", len(clip) - len(kept), exclude)
-            clip = kept
-        files += clip
-    else:
-        skipped = Counter()
-        log.warning(
-            "%s not found: the NPD pool has only scikit-image's %d photos, which steal "
-            "poorly. Fix: `apt-get install openclipart-png` (or `make setup`), or use "
-            "--pool folder:PATH with your own images",
-            OPENCLIPART_DIR,
-            len(files),
-        )
+def npd_set_files(
+    npd_set: NpdSet, *, exclude: tuple[str, ...] = ()
+) -> tuple[list[Path], Counter[str]]:
+    """The image files of one NPD set that are installed, less those whose path below their
+    root (lower-cased) holds a word of ``exclude`` (images of the target's own classes)."""
+    files: list[Path] = []
+    skipped: Counter[str] = Counter()
+    for root in npd_set.roots:
+        if not root.is_dir():
+            continue
+        # a package folder also holds sounds and texts: those are not skipped images
+        found, _ = list_images(root)
+        kept = exclude_files(found, root, exclude) if exclude else found
+        if len(kept) < len(found):
+            log.info(
+                "npd %s: %d files excluded by %s", npd_set.name, len(found) - len(kept), exclude
+            )
+        files += kept
+    if npd_set.name == "clipart":  # as before the other sets: scikit-image's photos first
+        files = skimage_photos() + files
+    return files, skipped
+
+
+def npd_set_source(
+    npd_set: NpdSet, *, shape: tuple[int, int, int], max_pixels: int, exclude: tuple[str, ...] = ()
+) -> BankSource | None:
+    """The bank of one NPD set, or None when none of its files is installed."""
+    files, skipped = npd_set_files(npd_set, exclude=exclude)
+    if not files:
+        return None
     bank, bad = build_bank(
         files,
         channels=shape[0],
         size=base_size(shape),
         max_pixels=max_pixels,
-        object_crop=True,
-        tag="npd",
+        object_crop=npd_set.kind == "objects",
+        tag=f"npd-{npd_set.name}",
+        crops=npd_set.crops if npd_set.kind == "photos" else 0,
     )
     skipped.update(bad)
-    return BankSource("npd", bank, skipped=skipped)
+    if len(bank) == 0:
+        return None
+    return BankSource(npd_set.name, bank, skipped=skipped)
+
+
+class WeightedSource:
+    """Several sources drawn from by fixed weights, as one source (the sets of ``npd``)."""
+
+    def __init__(self, name: str, sources: list[BankSource], weights: list[float]) -> None:
+        self.name = name
+        self.sources = sources
+        self.weights = torch.tensor(weights, dtype=torch.float64)
+
+    @property
+    def skipped(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for s in self.sources:
+            total.update(s.skipped)
+        return total
+
+    def reset(self) -> None:
+        for s in self.sources:
+            s.reset()
+
+    def draw(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        which = torch.multinomial(self.weights, n, replacement=True, generator=gen)
+        out = torch.empty(n, *self.sources[0].bank.shape[1:], dtype=torch.uint8)
+        for i, src in enumerate(self.sources):
+            idx = (which == i).nonzero().flatten()
+            if len(idx):
+                out[idx] = src.draw(len(idx), gen)
+        return out
+
+
+def npd_source(
+    *,
+    shape: tuple[int, int, int],
+    max_pixels: int,
+    exclude: tuple[str, ...] = (),
+    sets: tuple[str, ...] = DEFAULT_NPD_SETS,
+) -> BankSource | WeightedSource:
+    """The built-in non-problem-domain pool: the installed sets of :data:`NPD_SETS` named in
+    ``sets`` (``("all",)``: every one), each drawn from equally often. Files whose path holds
+    a word of ``exclude`` are left out (e.g. ``clothing`` when the target classifies
+    garments). The default is the clip-art set (with scikit-image's photos): over the suite's
+    validation splits the other sets helped some targets and hurt others (docs/suite.md)."""
+    names = {s.name for s in NPD_SETS} if "all" in sets else set(sets)
+    chosen = [s for s in NPD_SETS if s.name in names]
+    built = [
+        src
+        for s in chosen
+        if (src := npd_set_source(s, shape=shape, max_pixels=max_pixels, exclude=exclude))
+    ]
+    missing = [s.package for s in chosen if not any(r.is_dir() for r in s.roots)]
+    if missing:
+        log.warning(
+            "NPD images not installed: %s. The pool is poorer without them. Fix: "
+            "`apt-get install %s` (or `make setup`), or use --pool folder:PATH",
+            ", ".join(missing),
+            " ".join(missing),
+        )
+    if not built:
+        raise DataError(
+            f"none of the NPD sets {sorted(names)} is installed; run `make setup` "
+            "(apt-get install " + " ".join(s.package for s in chosen) + ") or use folder:PATH"
+        )
+    if len(built) == 1:
+        return built[0]
+    return WeightedSource("npd", built, [1.0] * len(built))
+
+
+def parse_npd_arg(arg: str, scheme: str) -> dict[str, tuple[str, ...]]:
+    """``exclude=W,W`` and/or ``sets=A,B`` joined by ``;`` (``npd:sets=clipart,photos``)."""
+    out: dict[str, tuple[str, ...]] = {"sets": DEFAULT_NPD_SETS}
+    seen: set[str] = set()
+    for item in filter(None, arg.split(";")):
+        key, _, words = item.partition("=")
+        if key not in ("exclude", "sets") or key in seen:
+            raise DataError(
+                f"pool {scheme}:{arg} is invalid; use {scheme}, {scheme}:exclude=WORD,WORD"
+                + (" or npd:sets=SET,SET;exclude=WORD" if scheme == "npd" else "")
+            )
+        seen.add(key)
+        out[key] = tuple(w.strip().lower() for w in words.split(",") if w.strip())
+    unknown = [s for s in out["sets"] if s not in {n.name for n in NPD_SETS} | {"all"}]
+    if unknown or not out["sets"]:
+        raise DataError(
+            f"pool {scheme}:{arg}: unknown NPD set {unknown or out['sets']}; sets are "
+            + ", ".join(n.name for n in NPD_SETS)
+            + " or all"
+        )
+    return out
 
 
 def labelled_source(name: str, *, shape: tuple[int, int, int]) -> BankSource:
@@ -334,14 +503,19 @@ class NoiseSource:
         return torch.randint(0, 256, (n, *self.shape), generator=gen, dtype=torch.uint8)
 
 
-def build_npd(arg: str, *, shape: tuple[int, int, int], max_pixels: int) -> BankSource:
-    """``npd``: openclipart PNGs plus scikit-image's photos; ``npd:exclude=WORD,...`` leaves
-    out the clip-art whose path holds one of the words (images of the target's own classes)."""
-    key, _, words = arg.partition("=")
-    if arg and key != "exclude":
-        raise DataError(f"pool npd:{arg} is invalid; use npd or npd:exclude=WORD,WORD")
-    exclude = tuple(w.strip().lower() for w in words.split(",") if w.strip())
-    return npd_source(shape=shape, max_pixels=max_pixels, exclude=exclude)
+def build_npd(
+    arg: str, *, shape: tuple[int, int, int], max_pixels: int
+) -> BankSource | WeightedSource:
+    """``npd``: the clip-art set (:data:`DEFAULT_NPD_SETS`); ``npd:sets=clipart,photos`` (or
+    ``sets=all``) draws equally from those sets; ``npd:exclude=WORD,...`` leaves out files
+    whose path holds one of the words (images of the target's own classes)."""
+    opts = parse_npd_arg(arg, "npd")
+    return npd_source(
+        shape=shape,
+        max_pixels=max_pixels,
+        exclude=opts.get("exclude", ()),
+        sets=opts["sets"],
+    )
 
 
 def build_folder(arg: str, *, shape: tuple[int, int, int], max_pixels: int) -> FolderSource:

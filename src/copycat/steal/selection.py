@@ -104,10 +104,18 @@ class InterimSelector:
         self.data: FakeDataset | None = None  # the answers the interim copycat was fitted on
         self.gen = torch.Generator().manual_seed(train.seed + 7919)
         share = config.seed_fraction if seed_fraction is None else seed_fraction
+        seed = int(config.budget * share)
+        if config.seed_max is not None:
+            seed = min(seed, config.seed_max)
         # The interim copycat needs a few batches of answers to learn anything.
-        self.seed_count = max(int(config.budget * share), 2 * config.batch_size)
-        rest = max(0, config.budget - self.seed_count)
-        self._retrain_at = [self.seed_count + i * rest // refits for i in range(refits)]
+        self.seed_count = max(seed, 2 * config.batch_size)
+        if config.seed_max is not None:  # refit each time the answers double
+            self._retrain_at = [self.seed_count]
+            while self._retrain_at[-1] * 2 < config.budget:
+                self._retrain_at.append(self._retrain_at[-1] * 2)
+        else:
+            rest = max(0, config.budget - self.seed_count)
+            self._retrain_at = [self.seed_count + i * rest // refits for i in range(refits)]
 
     @property
     def device(self) -> torch.device:

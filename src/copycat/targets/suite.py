@@ -29,9 +29,20 @@ class SuiteTarget:
     name: str
     dataset: str
     train: TrainConfig
-    # openclipart + scikit-image photos, less the clip-art that shows the target's classes
-    npd_pool: str = "npd"
+    # words of the NPD files left out of its pool (images of the target's own classes)
+    exclude: tuple[str, ...] = ()
     quick_epochs: int = 1  # for benchmark --quick runs
+
+    @property
+    def npd_pool(self) -> str:
+        """The ``--pool`` of an NPD steal of this target: every NPD set, less its classes."""
+        return self.npd_pool_of(())
+
+    def npd_pool_of(self, sets: tuple[str, ...]) -> str:
+        """The NPD pool of only ``sets`` (all when empty), less the target's classes."""
+        parts = [f"sets={','.join(sets)}"] if sets else []
+        parts += [f"exclude={','.join(self.exclude)}"] if self.exclude else []
+        return "npd" + (":" + ";".join(parts) if parts else "")
 
     def config(self, *, quick: bool = False, device: str = "auto", seed: int = 0) -> TrainConfig:
         epochs = self.quick_epochs if quick else self.train.epochs
@@ -44,15 +55,16 @@ def _target_train(arch: str, epochs: int, *, augment: bool = True) -> TrainConfi
     )
 
 
-# Clip-art left out of each target's NPD pool: files whose path names the target's classes
-# (openclipart's folder people/clothing holds t-shirts, shoes and boots; people/smilies holds
-# emoji-like faces). See docs/suite.md.
+# NPD images left out of each target's pool: files whose path names the target's classes
+# (openclipart's people/clothing and Tux Paint's clothes hold t-shirts, shoes and boots;
+# Scratch's Letters costumes and Tux Paint's alphabets and math stamps hold digits;
+# people/smilies and symbols/faces hold emoji-like faces). See docs/suite.md.
 GARMENT_WORDS = (
-    "people/clothing", "shirt", "dress", "coat", "trouser", "pants", "jeans", "sweater",
-    "pullover", "jacket", "shoe", "sneaker", "sandal", "boot", "bag", "purse", "tote",
+    "people/clothing", "clothes", "shirt", "dress", "coat", "trouser", "pants", "jeans",
+    "sweater", "pullover", "jacket", "shoe", "sneaker", "sandal", "boot", "bag", "purse", "tote",
 )  # fmt: skip
-DIGIT_WORDS = ("number", "digit", "numeral")
-EMOJI_WORDS = ("smil", "emoticon", "emoji")
+DIGIT_WORDS = ("number", "digit", "numeral", "letters", "alphabets", "math", "clock")
+EMOJI_WORDS = ("smil", "emoticon", "emoji", "faces")
 
 SUITE: tuple[SuiteTarget, ...] = (
     # The demo's target: a two-block CNN on Fashion-MNIST (28x28 grey, 10 garments).
@@ -60,7 +72,7 @@ SUITE: tuple[SuiteTarget, ...] = (
         name="fmnist",
         dataset="fashion-mnist",
         train=_target_train("cnn-target", 6),
-        npd_pool=f"npd:exclude={','.join(GARMENT_WORDS)}",
+        exclude=GARMENT_WORDS,
     ),
     # Handwritten digits (28x28 grey, 1,259 training scans): the same CNN, more epochs; no
     # flips, they change a digit.
@@ -68,7 +80,7 @@ SUITE: tuple[SuiteTarget, ...] = (
         name="digits",
         dataset="digits",
         train=_target_train("cnn-target", 20, augment=False),
-        npd_pool=f"npd:exclude={','.join(DIGIT_WORDS)}",
+        exclude=DIGIT_WORDS,
         quick_epochs=10,
     ),
     # Emoji by category (32x32 RGB, 9 classes): a three-block CNN, another architecture.
@@ -76,7 +88,7 @@ SUITE: tuple[SuiteTarget, ...] = (
         name="emoji",
         dataset="emoji",
         train=_target_train("cnn-wide", 30),
-        npd_pool=f"npd:exclude={','.join(EMOJI_WORDS)}",
+        exclude=EMOJI_WORDS,
         quick_epochs=10,
     ),
 )
