@@ -39,6 +39,9 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "balanced-all": {"steal": {"selection": "balanced"}, "npd": {"sets": ("all",)}},
     "balanced-photos": {"steal": {"selection": "balanced"}, "npd": {"sets": ("photos",)}},
+    # Knockoff Nets' adaptive policy over the pool's folders, then balanced picks
+    "adaptive": {"steal": {"selection": "adaptive"}},
+    "adaptive-all": {"steal": {"selection": "adaptive"}, "npd": {"sets": ("all",)}},
     # the random seed share capped at 1,000 answers, refits each time the answers double
     "balanced-doubling": {"steal": {"selection": "balanced", "seed_max": 1000}},
 }

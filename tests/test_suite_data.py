@@ -221,3 +221,17 @@ def test_npd_arguments_refused_with_the_fix(arg: str, match: str) -> None:
 
     with pytest.raises(DataError, match=match):
         parse_npd_arg(arg, "npd")
+
+
+def test_demo_pool_leaves_out_the_suites_garments() -> None:
+    """`make demo`, configs/demo.toml and the suite's Fashion-MNIST target steal with one pool."""
+    import re
+    import tomllib
+
+    from copycat.targets.suite import suite_target
+
+    root = Path(__file__).resolve().parents[1]
+    make_pool = re.search(r"^POOL\s*\?=\s*(\S+)$", (root / "Makefile").read_text(), re.M)
+    toml_pool = tomllib.loads((root / "configs/demo.toml").read_text())["pool"]["spec"]
+    assert make_pool is not None
+    assert make_pool.group(1) == toml_pool == suite_target("fmnist").npd_pool

@@ -4,6 +4,7 @@ within the exact budget, and every synthesized image is stored exactly as it was
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -53,7 +54,9 @@ def random_hist(victim_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> l
     return hist
 
 
-@pytest.mark.parametrize("selection", ["balanced", "wide", "active", "jacobian", "mixup"])
+@pytest.mark.parametrize(
+    "selection", ["balanced", "wide", "active", "jacobian", "mixup", "adaptive"]
+)
 def test_strategy_reaches_rare_classes_far_more_than_random(
     selection: str, victim_dir: Path, random_hist: list[int], tmp_path: Path
 ) -> None:
@@ -123,3 +126,35 @@ def test_an_image_repeated_within_a_batch_is_paid_once(victim_dir: Path, tmp_pat
     with AnswerStore(tmp_path / "twice.sqlite") as store:
         steal(oracle, pool, store, config=CFG, selector=selector)
         assert store.count() == CFG.budget == len(oracle.queried) == len(set(oracle.queried))
+
+
+def test_adaptive_learns_which_pool_folders_give_rare_labels(
+    victim_dir: Path, tmp_path: Path
+) -> None:
+    """Folders of a pool answer differently: the bandit learns to draw from the one whose
+    images the oracle labels with rare classes, far more than its share of the pool."""
+    from copycat.steal.adaptive import AdaptiveSelector
+
+    images, labels = rule_images(6000, 3)
+    common = images[labels <= 1]
+    rare = images[labels > 1][:150]  # 150 images: 11% of the pool
+    bank = torch.cat([common, rare])
+    groups = ["common"] * len(common) + ["rare"] * len(rare)
+    hists = {}
+    for selection in ("random", "adaptive"):
+        oracle = RecordingOracle(LabelOnly(TorchOracle(victim_dir)))
+        pool = build_pool(PoolConfig(spec="noise"), shape=SHAPE)
+        pool.sources = [BankSource("pool", bank, groups=groups)]
+        selector = build_selector(selection, config=CFG, train=TRAIN, num_classes=10)
+        with AnswerStore(tmp_path / f"{selection}.sqlite") as store:
+            steal(oracle, pool, store, config=CFG, selector=selector)
+            hists[selection] = store.label_histogram(10)
+            sources = Counter(s for _, s in store.labels_and_sources())
+        if selection == "adaptive":
+            assert isinstance(selector, AdaptiveSelector)
+            assert selector.pref["pool/rare"] > selector.pref["pool/common"]
+            assert sources["pool/rare"] >= 0.4 * CFG.budget, sources  # 11% of the pool
+    # the victim's rarest classes come mostly from the small folder: random selection gives
+    # them a handful of answers, the bandit several times as many
+    rarest = min(hists["random"])
+    assert min(hists["adaptive"]) >= max(3 * rarest, rarest + 10), hists

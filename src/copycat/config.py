@@ -123,7 +123,7 @@ class StealConfig:
             self.selection.replace("-", "").isalnum(),
             "steal.selection",
             self.selection,
-            "random, balanced, wide, active, jacobian or mixup",
+            "random, balanced, wide, active, jacobian, mixup or adaptive",
         )
         _check(0.0 < self.seed_fraction <= 1.0, "steal.seed_fraction", self.seed_fraction, "(0, 1]")
         _check(

@@ -89,9 +89,13 @@ class Pool:
                 n = int((which == i).sum())
                 if n == 0:
                     continue
-                base = src.draw(n, gen).float().div_(255.0)
-                parts.append(augment_batch(base, self.shape, self.augment, gen))
-                names += [src.name] * n
+                named = getattr(src, "draw_named", None)
+                if named is not None:  # sources that name each image (e.g. its top folder)
+                    raw, got = named(n, gen)
+                else:
+                    raw, got = src.draw(n, gen), [src.name] * n
+                parts.append(augment_batch(raw.float().div_(255.0), self.shape, self.augment, gen))
+                names += got
             imgs = torch.cat(parts)
             order = torch.randperm(len(imgs), generator=gen)
             yield Candidates(

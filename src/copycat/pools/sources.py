@@ -152,15 +152,27 @@ def photo_crops(
 
 
 class BankSource:
-    """Base images held in memory, drawn in seeded permutations (one pass, then the next)."""
+    """Base images held in memory, drawn in seeded permutations (one pass, then the next).
+
+    ``groups`` (optional, one per image) names where each image comes from, e.g. its top
+    folder; drawn images are then named ``NAME/GROUP`` (what the store records as their
+    source, and what an adaptive selection learns which groups to draw from)."""
 
     def __init__(
-        self, name: str, bank: torch.Tensor, *, skipped: Counter[str] | None = None
+        self,
+        name: str,
+        bank: torch.Tensor,
+        *,
+        skipped: Counter[str] | None = None,
+        groups: list[str] | None = None,
     ) -> None:
         if len(bank) == 0:
             raise DataError(f"pool source {name} has no usable images")
+        if groups is not None and len(groups) != len(bank):
+            raise ValueError(f"{len(groups)} groups for {len(bank)} images")
         self.name = name
         self.bank = bank
+        self.groups = groups
         self.skipped: Counter[str] = skipped or Counter()
         self._order = torch.empty(0, dtype=torch.int64)
 
@@ -168,10 +180,16 @@ class BankSource:
         self._order = torch.empty(0, dtype=torch.int64)
 
     def draw(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        return self.draw_named(n, gen)[0]
+
+    def draw_named(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+        """``n`` images and the name of each (``NAME`` or ``NAME/GROUP``)."""
         while len(self._order) < n:
             self._order = torch.cat([self._order, torch.randperm(len(self.bank), generator=gen)])
         idx, self._order = self._order[:n], self._order[n:]
-        return self.bank[idx]
+        if self.groups is None:
+            return self.bank[idx], [self.name] * n
+        return self.bank[idx], [f"{self.name}/{self.groups[i]}" for i in idx.tolist()]
 
 
 class FolderSource:
@@ -263,10 +281,12 @@ def build_bank(
     object_crop: bool,
     tag: str,
     crops: int = 0,
-) -> tuple[torch.Tensor, Counter[str]]:
+    root: Path | None = None,
+) -> tuple[torch.Tensor, Counter[str], list[str]]:
     """Decode ``files`` in parallel into one bank, cached on disk by content key. With
     ``crops`` each file gives that many random crops (:func:`photo_crops`) instead of one
-    image."""
+    image. The third item names each image's group: the top folder of its file below
+    ``root`` (``-`` for a file directly in it or outside it)."""
     key = hashlib.sha256(
         json.dumps(
             [
@@ -285,11 +305,12 @@ def build_bank(
     counts = cache.with_suffix(".json")
     if cache.is_file() and counts.is_file():
         try:
-            return (
-                torch.from_numpy(np.load(cache, allow_pickle=False)),
-                Counter(json.loads(counts.read_text())),
-            )
-        except (OSError, ValueError) as exc:
+            meta = json.loads(counts.read_text())
+            bank = torch.from_numpy(np.load(cache, allow_pickle=False))
+            if isinstance(meta.get("groups"), list) and len(meta["groups"]) == len(bank):
+                return bank, Counter(meta["skipped"]), list(meta["groups"])
+            log.info("rebuilding %s: its cache predates image groups", cache)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("ignoring unreadable cache %s (%s)", cache, exc)
     log.info(
         "decoding %d images for the %s pool (cached for next time in %s)",
@@ -310,24 +331,33 @@ def build_bank(
         except ImageDecodeError as exc:
             return exc.reason
 
+    def group(f: Path) -> str:
+        try:
+            parts = f.relative_to(root).parts if root is not None else ()
+        except ValueError:
+            parts = ()
+        return parts[0] if len(parts) > 1 else "-"
+
     skipped: Counter[str] = Counter()
     good: list[torch.Tensor] = []
+    groups: list[str] = []
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as ex:
-        for r in ex.map(one, files):
+        for f, r in zip(files, ex.map(one, files), strict=True):
             if isinstance(r, str):
                 skipped[r] += 1
             else:
                 good += r
+                groups += [group(f)] * len(r)
     bank = torch.stack(good) if good else torch.empty(0, channels, size, size, dtype=torch.uint8)
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp.npy")
         np.save(tmp, bank.numpy())
         os.replace(tmp, cache)
-        counts.write_text(json.dumps(skipped))
+        counts.write_text(json.dumps({"skipped": skipped, "groups": groups}))
     except OSError as exc:
         log.warning("could not cache the pool in %s (%s); it will be decoded again", cache, exc)
-    return bank, skipped
+    return bank, skipped, groups
 
 
 def skimage_photos() -> list[Path]:
@@ -373,7 +403,7 @@ def npd_set_source(
     files, skipped = npd_set_files(npd_set, exclude=exclude)
     if not files:
         return None
-    bank, bad = build_bank(
+    bank, bad, groups = build_bank(
         files,
         channels=shape[0],
         size=base_size(shape),
@@ -381,11 +411,12 @@ def npd_set_source(
         object_crop=npd_set.kind == "objects",
         tag=f"npd-{npd_set.name}",
         crops=npd_set.crops if npd_set.kind == "photos" else 0,
+        root=npd_set.roots[0] if npd_set.roots else None,
     )
     skipped.update(bad)
     if len(bank) == 0:
         return None
-    return BankSource(npd_set.name, bank, skipped=skipped)
+    return BankSource(npd_set.name, bank, skipped=skipped, groups=groups)
 
 
 class WeightedSource:
@@ -408,13 +439,19 @@ class WeightedSource:
             s.reset()
 
     def draw(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        return self.draw_named(n, gen)[0]
+
+    def draw_named(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, list[str]]:
         which = torch.multinomial(self.weights, n, replacement=True, generator=gen)
         out = torch.empty(n, *self.sources[0].bank.shape[1:], dtype=torch.uint8)
+        names = [""] * n
         for i, src in enumerate(self.sources):
             idx = (which == i).nonzero().flatten()
             if len(idx):
-                out[idx] = src.draw(len(idx), gen)
-        return out
+                out[idx], got = src.draw_named(len(idx), gen)
+                for j, name in zip(idx.tolist(), got, strict=True):
+                    names[j] = name
+        return out, names
 
 
 def npd_source(

@@ -381,6 +381,12 @@ class AnswerStore:
                 hist[label] = int(n)
         return hist
 
+    def labels_and_sources(self, *, skip: int = 0) -> list[tuple[int, str]]:
+        """(label, source) of every answer in query order, less the first ``skip`` (cheap:
+        no images are read)."""
+        rows = self._q("SELECT label, source FROM answers ORDER BY seq LIMIT -1 OFFSET ?", (skip,))
+        return [(int(label), str(source)) for label, source in rows]
+
     def load(self) -> FakeDataset:
         """Every answer, in query order, as tensors."""
         meta = self.meta()

@@ -38,6 +38,12 @@ def build_mixup(**kw: Any) -> InterimSelector:
     return MixupSelector(refits=4, warm=True, **kw)
 
 
+def build_adaptive(**kw: Any) -> InterimSelector:
+    from copycat.steal.adaptive import AdaptiveSelector
+
+    return AdaptiveSelector(**kw)
+
+
 def build_selector(name: str, **kw: Any) -> InterimSelector | None:
     """The selector of strategy ``name``; an unknown name is refused with the list."""
     selector: InterimSelector | None = SELECTIONS.get(name)(**kw)
