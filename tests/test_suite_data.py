@@ -235,3 +235,13 @@ def test_demo_pool_leaves_out_the_suites_garments() -> None:
     toml_pool = tomllib.loads((root / "configs/demo.toml").read_text())["pool"]["spec"]
     assert make_pool is not None
     assert make_pool.group(1) == toml_pool == suite_target("fmnist").npd_pool
+
+
+def test_photo_crops_of_a_tiny_or_odd_photo(tmp_path: Path) -> None:
+    from copycat.pools.sources import photo_crops
+
+    for w, h in ((5, 3), (300, 9), (64, 64)):
+        f = tmp_path / f"p{w}x{h}.png"
+        Image.fromarray(np.full((h, w, 3), 128, dtype=np.uint8)).save(f)
+        crops = photo_crops(f, channels=1, size=16, max_pixels=10**7, n=4)
+        assert [tuple(c.shape) for c in crops] == [(1, 16, 16)] * 4

@@ -143,7 +143,7 @@ def photo_crops(
     rng = np.random.default_rng(int(hashlib.sha256(path.name.encode()).hexdigest()[:8], 16))
     out = []
     for _ in range(n):
-        side = max(8, int(min(w, h) * rng.uniform(0.1, 1.0)))
+        side = min(min(w, h), max(8, int(min(w, h) * rng.uniform(0.1, 1.0))))
         x, y = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
         crop = img.crop((x, y, x + side, y + side))
         crop = crop.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
