@@ -201,6 +201,10 @@ def test_npd_sets_mix_equally_and_exclude_by_path(
     assert 150 <= from_clip <= 250  # the sets are drawn equally often, not by file count
     default = build_npd("", shape=(3, 16, 16), max_pixels=10**7)
     assert default.name == "clipart" and len(default.bank) == 6  # the default: clip-art only
+    # each image is named by its set and top folder ("-": directly in the set's folder)
+    assert sorted(default.groups or []) == ["-"] * 5 + ["clothes"]
+    _, names = src.draw_named(50, torch.Generator().manual_seed(1))
+    assert set(names) == {"clipart/-", "photos/-"}
     only = build_npd("sets=photos", shape=(1, 16, 16), max_pixels=10**7)
     assert only.name == "photos" and tuple(only.bank.shape) == (10, 1, 32, 32)
     again = build_npd("sets=photos", shape=(1, 16, 16), max_pixels=10**7)

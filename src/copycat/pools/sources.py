@@ -281,12 +281,12 @@ def build_bank(
     object_crop: bool,
     tag: str,
     crops: int = 0,
-    root: Path | None = None,
+    roots: tuple[Path, ...] = (),
 ) -> tuple[torch.Tensor, Counter[str], list[str]]:
     """Decode ``files`` in parallel into one bank, cached on disk by content key. With
     ``crops`` each file gives that many random crops (:func:`photo_crops`) instead of one
-    image. The third item names each image's group: the top folder of its file below
-    ``root`` (``-`` for a file directly in it or outside it)."""
+    image. The third item names each image's group: the top folder of its file below the
+    first of ``roots`` that holds it (``-`` for a file directly in a root or outside them)."""
     key = hashlib.sha256(
         json.dumps(
             [
@@ -332,11 +332,11 @@ def build_bank(
             return exc.reason
 
     def group(f: Path) -> str:
-        try:
-            parts = f.relative_to(root).parts if root is not None else ()
-        except ValueError:
-            parts = ()
-        return parts[0] if len(parts) > 1 else "-"
+        for root in roots:
+            if f.is_relative_to(root):
+                parts = f.relative_to(root).parts
+                return parts[0] if len(parts) > 1 else "-"
+        return "-"
 
     skipped: Counter[str] = Counter()
     good: list[torch.Tensor] = []
@@ -411,7 +411,7 @@ def npd_set_source(
         object_crop=npd_set.kind == "objects",
         tag=f"npd-{npd_set.name}",
         crops=npd_set.crops if npd_set.kind == "photos" else 0,
-        root=npd_set.roots[0] if npd_set.roots else None,
+        roots=npd_set.roots,
     )
     skipped.update(bad)
     if len(bank) == 0:
