@@ -12,7 +12,7 @@ import logging
 import queue
 import threading
 from collections import Counter
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -35,6 +35,14 @@ class Source(Protocol):
 
     def draw(self, n: int, gen: torch.Generator) -> torch.Tensor: ...
     def reset(self) -> None: ...  # forget the draw order: a new stream starts afresh
+
+
+def total_skipped(sources: Iterable[Source]) -> Counter[str]:
+    """Files the ``sources`` skipped, counted by reason, all together."""
+    total: Counter[str] = Counter()
+    for s in sources:
+        total.update(s.skipped)
+    return total
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +79,7 @@ class Pool:
 
     @property
     def skipped(self) -> Counter[str]:
-        total: Counter[str] = Counter()
-        for s in self.sources:
-            total.update(s.skipped)
-        return total
+        return total_skipped(self.sources)
 
     def stream(self) -> Iterator[Candidates]:
         """Endless chunks of CHUNK candidates; the same seed gives the same chunks."""

@@ -21,6 +21,7 @@ import torch
 from copycat.data.datasets import IMAGE_SUFFIXES, load_labelled
 from copycat.data.imageio import ImageDecodeError, decode_image, pil_to_tensor
 from copycat.errors import DataError
+from copycat.pools.pool import total_skipped
 
 log = logging.getLogger(__name__)
 
@@ -429,10 +430,7 @@ class WeightedSource:
 
     @property
     def skipped(self) -> Counter[str]:
-        total: Counter[str] = Counter()
-        for s in self.sources:
-            total.update(s.skipped)
-        return total
+        return total_skipped(self.sources)
 
     def reset(self) -> None:
         for s in self.sources:
