@@ -159,3 +159,10 @@ def test_malformed_pool_parts_are_refused(part: str) -> None:
 
     with pytest.raises(ConfigError, match="npd"):
         parse_pool_part(part)
+
+
+def test_folder_pool_names_each_image_by_its_top_folder(png_folder: Path) -> None:
+    """What the store records as each answer's source, and `--selection adaptive`'s arms."""
+    pool = build_pool(PoolConfig(spec=f"folder:{png_folder}"), shape=(1, 28, 28))
+    names = set(next(pool.batches(200)).sources)
+    assert names == {f"folder:{png_folder}", f"folder:{png_folder}/sub"}

@@ -14,6 +14,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -40,9 +41,9 @@ class NpdSet:
 
     name: str
     roots: tuple[Path, ...]
-    kind: str
+    kind: Literal["objects", "photos"]
     package: str
-    crops: int = 1
+    crops: int = 0
 
 
 NPD_SETS: tuple[NpdSet, ...] = (
@@ -252,7 +253,13 @@ class FolderSource:
         self._order = torch.empty(0, dtype=torch.int64)
 
     def draw(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        return self.draw_named(n, gen)[0]
+
+    def draw_named(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+        """``n`` images, each named ``folder:PATH/TOP`` by the top folder of its file (what
+        ``--selection adaptive`` learns to draw from) or ``folder:PATH`` for a file at the top."""
         out: list[torch.Tensor] = []
+        names: list[str] = []
         files = self.files()
         while len(out) < n:
             if len(self._bad) == len(files):
@@ -266,7 +273,9 @@ class FolderSource:
             t = self._load(i)
             if t is not None:
                 out.append(t)
-        return torch.stack(out)
+                parts = files[i].relative_to(self.root).parts
+                names.append(f"{self.name}/{parts[0]}" if len(parts) > 1 else self.name)
+        return torch.stack(out), names
 
 
 def _cache_dir() -> Path:
@@ -411,7 +420,7 @@ def npd_set_source(
         max_pixels=max_pixels,
         object_crop=npd_set.kind == "objects",
         tag=f"npd-{npd_set.name}",
-        crops=npd_set.crops if npd_set.kind == "photos" else 0,
+        crops=npd_set.crops,
         roots=npd_set.roots,
     )
     skipped.update(bad)
