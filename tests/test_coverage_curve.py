@@ -114,3 +114,15 @@ def test_curve_command_reads_the_run(victim_dir: Path, fmnist_env: Path, tmp_pat
     assert "queries to reach 0.90" in res.output
     saved = json.loads((Path(cfg.run_dir) / "curve.json").read_text())
     assert saved["test_set"] == "fashion-mnist:val" and len(saved["points"]) == 2
+
+
+def test_report_lists_answers_by_pool_group() -> None:
+    from copycat.report.coverage import source_lines
+
+    names = ["cat", "dog", "bird"]
+    rows = [(0, "clipart/animals")] * 5 + [(1, "clipart/animals")] + [(2, "photos/a|b")] * 2
+    lines = source_lines(rows, names, top=1)
+    assert "| `clipart/animals` | 6 | 2 of 3 | cat (83%) |" in lines
+    assert "| 1 more groups | 2 | | |" in lines  # the rest, summed
+    assert source_lines([(0, "npd")] * 3, names) == []  # one group: nothing to show
+    assert any("photos/a\\|b" in line for line in source_lines(rows, names))  # table-safe

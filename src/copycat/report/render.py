@@ -10,7 +10,7 @@ from typing import Any
 
 from copycat.errors import CopycatError
 from copycat.redact import redact_text
-from copycat.report.coverage import coverage_lines
+from copycat.report.coverage import coverage_lines, source_lines
 from copycat.report.curve import curve_lines
 from copycat.report.plots import plot_confusions, plot_curves, plot_histogram
 from copycat.runs import RunDir, read_json, write_atomic
@@ -129,6 +129,7 @@ def _fake_dataset(run: RunDir, names: list[str]) -> list[str]:
         return []
     with AnswerStore(run.store) as store:
         hist = store.label_histogram(len(names))
+        rows = store.labels_and_sources()
     plot_histogram(hist, names, run.root / "labels.png")
     ratio = max(hist) / max(1, min(hist))
     return [
@@ -139,6 +140,7 @@ def _fake_dataset(run: RunDir, names: list[str]) -> list[str]:
         f"Most to least frequent label: {max(hist)} to {min(hist)} ({ratio:.1f}:1).",
         "",
         *coverage_lines(hist, names),
+        *source_lines(rows, names),
     ]
 
 
