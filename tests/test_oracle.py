@@ -74,6 +74,16 @@ def test_wrong_channels_are_refused_and_other_sizes_resized(victim: TorchOracle)
     assert victim.query(torch.rand(2, 1, 40, 40)).labels.shape == (2,)
 
 
+def test_uint8_pixels_are_scaled_and_out_of_range_floats_refused(victim: TorchOracle) -> None:
+    images, _ = rule_images(64, 9)  # uint8
+    as_float = victim.query(images.float() / 255)
+    assert torch.allclose(victim.query(images).probs, as_float.probs)  # was clamped to 0/1
+    with pytest.raises(OracleError, match=r"divide 0\.\.255 pixels by 255"):
+        victim.query(images.float())
+    with pytest.raises(OracleError, match="NaN"):
+        victim.query(torch.full((1, 1, 28, 28), float("nan")))
+
+
 def test_missing_or_tampered_target_names_the_fix(tmp_path: Path, victim_dir: Path) -> None:
     with pytest.raises(OracleError, match="copycat target train"):
         _ = TorchOracle(tmp_path / "none").num_classes

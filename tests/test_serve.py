@@ -112,6 +112,11 @@ def test_oversized_batch_and_body_get_413(keyed: Server) -> None:
             "0..255",
         ),
         (
+            b'{"inputs": [{"name": "i", "shape": [1, 1, 1, 2], "datatype": "FP32", '
+            b'"data": [0.5, 255]}]}',
+            "divide 0..255 pixels by 255",
+        ),
+        (
             b'{"inputs": [{"name": "i", "shape": [1], "datatype": "BYTES", "data": ["@@"]}]}',
             "base64",
         ),

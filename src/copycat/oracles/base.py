@@ -107,7 +107,9 @@ class _Adjusting:
 
 
 def check_images(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
-    """Validate a query batch and resize it to ``shape``; returns float32 (N, C, H, W)."""
+    """Validate a query batch and resize it to ``shape``; returns float32 (N, C, H, W) in
+    [0, 1]. Queries are floats in [0, 1]; uint8 pixels are scaled by 1/255 (they were clamped
+    to 0 or 1 before: a silent wrong answer), and floats far outside [0, 1] are refused."""
     if images.ndim != 4:
         raise OracleError(f"query images must be (N, C, H, W), got shape {tuple(images.shape)}")
     if images.shape[1] != shape[0]:
@@ -115,7 +117,17 @@ def check_images(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Ten
             f"the oracle takes {shape[0]}-channel images, got {images.shape[1]}; "
             "let the pool convert channels to the oracle's input shape"
         )
-    images = images.float()
+    if images.dtype == torch.uint8:
+        images = images.float().div_(255.0)
+    else:
+        images = images.float()
+        if images.numel() and not bool(torch.isfinite(images).all()):
+            raise OracleError("query images hold NaN or infinite values; send pixels in [0, 1]")
+        if images.numel() and (images.min() < -0.01 or images.max() > 1.01):
+            raise OracleError(
+                f"query images are floats in [0, 1]; got values from {images.min().item():.3g} "
+                f"to {images.max().item():.3g}: divide 0..255 pixels by 255 (or pass uint8)"
+            )
     if images.shape[-2:] != shape[1:]:
         images = F.interpolate(
             images, size=shape[1:], mode="bilinear", antialias=True, align_corners=False

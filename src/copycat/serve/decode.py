@@ -239,4 +239,10 @@ def decode_numbers(inp: InferInput, raw: bytes | None, dt: str) -> torch.Tensor:
         return torch.from_numpy(arr.astype(np.float32).reshape(inp.shape)) / 255.0
     if arr.dtype.kind not in "iuf" or not np.isfinite(arr).all():
         raise ApiError(400, "FP32 data must be finite numbers (images in [0, 1])")
+    if arr.size and (arr.min() < -0.01 or arr.max() > 1.01):
+        raise ApiError(
+            400,
+            f"FP32 data must be images in [0, 1], got {arr.min():.3g} to {arr.max():.3g}; "
+            "divide 0..255 pixels by 255 or send UINT8",
+        )
     return torch.from_numpy(arr.astype(np.float32).reshape(inp.shape))
