@@ -41,6 +41,7 @@ from copycat.oracles.local import TorchOracle
 from copycat.oracles.outputs import restrict
 from copycat.serve import wire
 from copycat.serve.decode import (
+    Planned,
     PredictRequest,
     b64_items,
     plan_encoded,
@@ -78,6 +79,13 @@ class Served:
                 client=client, endpoint=endpoint, model=self.guard.model_name, n_images=len(x)
             )
         return ans
+
+    async def answer_planned(self, planned: Planned, request: Request, endpoint: str) -> Answer:
+        """A planned request, bounded by the per-client image rate before any pixel is decoded,
+        then decoded and answered (both off the event loop)."""
+        self.guard.images(request, planned.n_images)
+        x = await run_in_threadpool(planned.decode)
+        return await run_in_threadpool(self.answer, x, request, endpoint)
 
 
 def create_app(
@@ -186,9 +194,7 @@ def _add_inference_routes(app: FastAPI, served: Served) -> None:
             max_batch=cfg.max_batch,
             max_pixels=cfg.max_request_pixels,
         )
-        guard.images(request, planned.n_images)
-        x = await run_in_threadpool(planned.decode)
-        ans = await run_in_threadpool(served.answer, x, request, "infer")
+        ans = await served.answer_planned(planned, request, "infer")
         outs, arrays = infer_outputs(ans, [o.name for o in req.outputs] if req.outputs else None)
         header: dict[str, Any] = {
             "model_name": guard.model_name,
@@ -216,9 +222,7 @@ def _add_inference_routes(app: FastAPI, served: Served) -> None:
             max_batch=cfg.max_batch,
             max_pixels=cfg.max_request_pixels,
         )
-        guard.images(request, planned.n_images)
-        x = await run_in_threadpool(planned.decode)
-        ans = await run_in_threadpool(served.answer, x, request, "predict")
+        ans = await served.answer_planned(planned, request, "predict")
         rows = predict_rows(ans, base.card.class_names)
         return rows[0] if single else rows
 
