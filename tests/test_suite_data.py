@@ -196,7 +196,7 @@ def test_npd_sets_mix_equally_and_exclude_by_path(
     assert len(clip.bank) == 5 and len(photos.bank) == 10  # shirt out; 2 photos x 5 crops
     assert not clip.skipped  # the .ogg beside the images is not a skipped image
     assert len({bytes(t.numpy()) for t in photos.bank}) == 10  # every crop differs
-    drawn = src.draw(2000, torch.Generator().manual_seed(0))
+    drawn, _ = src.draw_named(2000, torch.Generator().manual_seed(0))
     from_clip = sum(any(torch.equal(d, c) for c in clip.bank) for d in drawn[:400])
     assert 150 <= from_clip <= 250  # the sets are drawn equally often, not by file count
     default = build_npd("", shape=(3, 16, 16), max_pixels=10**7)
@@ -224,7 +224,7 @@ def test_npd_arguments_refused_with_the_fix(arg: str, match: str) -> None:
     from copycat.pools.sources import parse_npd_arg
 
     with pytest.raises(DataError, match=match):
-        parse_npd_arg(arg, "npd")
+        parse_npd_arg(arg)
 
 
 def test_demo_pool_leaves_out_the_suites_garments() -> None:

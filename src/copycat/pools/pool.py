@@ -33,7 +33,8 @@ class Source(Protocol):
     name: str
     skipped: Counter[str]
 
-    def draw(self, n: int, gen: torch.Generator) -> torch.Tensor: ...
+    # n images, and the name of each: the source's, or the source's and the image's group
+    def draw_named(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, list[str]]: ...
     def reset(self) -> None: ...  # forget the draw order: a new stream starts afresh
 
 
@@ -94,11 +95,7 @@ class Pool:
                 n = int((which == i).sum())
                 if n == 0:
                     continue
-                named = getattr(src, "draw_named", None)
-                if named is not None:  # sources that name each image (e.g. its top folder)
-                    raw, got = named(n, gen)
-                else:
-                    raw, got = src.draw(n, gen), [src.name] * n
+                raw, got = src.draw_named(n, gen)
                 parts.append(augment_batch(raw.float().div_(255.0), self.shape, self.augment, gen))
                 names += got
             imgs = torch.cat(parts)

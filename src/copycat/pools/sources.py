@@ -181,9 +181,6 @@ class BankSource:
     def reset(self) -> None:
         self._order = torch.empty(0, dtype=torch.int64)
 
-    def draw(self, n: int, gen: torch.Generator) -> torch.Tensor:
-        return self.draw_named(n, gen)[0]
-
     def draw_named(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, list[str]]:
         """``n`` images and the name of each (``NAME`` or ``NAME/GROUP``)."""
         while len(self._order) < n:
@@ -251,9 +248,6 @@ class FolderSource:
 
     def reset(self) -> None:
         self._order = torch.empty(0, dtype=torch.int64)
-
-    def draw(self, n: int, gen: torch.Generator) -> torch.Tensor:
-        return self.draw_named(n, gen)[0]
 
     def draw_named(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, list[str]]:
         """``n`` images, each named ``folder:PATH/TOP`` by the top folder of its file (what
@@ -445,9 +439,6 @@ class WeightedSource:
         for s in self.sources:
             s.reset()
 
-    def draw(self, n: int, gen: torch.Generator) -> torch.Tensor:
-        return self.draw_named(n, gen)[0]
-
     def draw_named(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, list[str]]:
         which = torch.multinomial(self.weights, n, replacement=True, generator=gen)
         out = torch.empty(n, *self.sources[0].bank.shape[1:], dtype=torch.uint8)
@@ -498,7 +489,7 @@ def npd_source(
     return WeightedSource("npd", built, [1.0] * len(built))
 
 
-def parse_npd_arg(arg: str, scheme: str) -> dict[str, tuple[str, ...]]:
+def parse_npd_arg(arg: str) -> dict[str, tuple[str, ...]]:
     """``exclude=W,W`` and/or ``sets=A,B`` joined by ``;`` (``npd:sets=clipart,photos``)."""
     out: dict[str, tuple[str, ...]] = {"sets": DEFAULT_NPD_SETS}
     seen: set[str] = set()
@@ -506,15 +497,15 @@ def parse_npd_arg(arg: str, scheme: str) -> dict[str, tuple[str, ...]]:
         key, _, words = item.partition("=")
         if key not in ("exclude", "sets") or key in seen:
             raise DataError(
-                f"pool {scheme}:{arg} is invalid; use {scheme}, {scheme}:exclude=WORD,WORD"
-                + (" or npd:sets=SET,SET;exclude=WORD" if scheme == "npd" else "")
+                f"pool npd:{arg} is invalid; use npd, npd:exclude=WORD,WORD"
+                " or npd:sets=SET,SET;exclude=WORD"
             )
         seen.add(key)
         out[key] = tuple(w.strip().lower() for w in words.split(",") if w.strip())
     unknown = [s for s in out["sets"] if s not in {n.name for n in NPD_SETS} | {"all"}]
     if unknown or not out["sets"]:
         raise DataError(
-            f"pool {scheme}:{arg}: unknown NPD set {unknown or out['sets']}; sets are "
+            f"pool npd:{arg}: unknown NPD set {unknown or out['sets']}; sets are "
             + ", ".join(n.name for n in NPD_SETS)
             + " or all"
         )
@@ -543,8 +534,9 @@ class NoiseSource:
     def reset(self) -> None:
         pass
 
-    def draw(self, n: int, gen: torch.Generator) -> torch.Tensor:
-        return torch.randint(0, 256, (n, *self.shape), generator=gen, dtype=torch.uint8)
+    def draw_named(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+        images = torch.randint(0, 256, (n, *self.shape), generator=gen, dtype=torch.uint8)
+        return images, [self.name] * n
 
 
 def build_npd(
@@ -553,7 +545,7 @@ def build_npd(
     """``npd``: the clip-art set (:data:`DEFAULT_NPD_SETS`); ``npd:sets=clipart,photos`` (or
     ``sets=all``) draws equally from those sets; ``npd:exclude=WORD,...`` leaves out files
     whose path holds one of the words (images of the target's own classes)."""
-    opts = parse_npd_arg(arg, "npd")
+    opts = parse_npd_arg(arg)
     return npd_source(
         shape=shape,
         max_pixels=max_pixels,
