@@ -43,8 +43,7 @@ class AdaptiveSelector(InterimSelector):
         self.narrow = narrow
         self.pref: dict[str, float] = {}
         self.baseline = 0.0
-        self.rewards = 0
-        self.learned = 0  # answers the bandit has learnt from
+        self.learned = 0  # answers the bandit has learnt from (the labels counted in hist)
         self.hist: Counter[int] = Counter()
 
     def active(self, answered: int) -> bool:
@@ -66,18 +65,16 @@ class AdaptiveSelector(InterimSelector):
         grad = dict.fromkeys(groups, 0.0)
         k = self.num_classes
         for label, source in new:
-            total = sum(self.hist.values())
-            share = self.hist[label] / total if total else 0.0
+            share = self.hist[label] / self.learned if self.learned else 0.0
             r = max(-1.0, 1.0 - k * share)
-            self.rewards += 1
-            self.baseline += (r - self.baseline) / self.rewards
+            self.learned += 1
+            self.baseline += (r - self.baseline) / self.learned
             adv = r - self.baseline
             for g in groups:
                 grad[g] += adv * ((1.0 if g == source else 0.0) - pi[g])
             self.hist[label] += 1
         for g in groups:
             self.pref[g] = self.pref.get(g, 0.0) + self.lr * grad[g] / len(new)
-        self.learned += len(new)
 
     def draw(self, cand: Candidates, n: int) -> torch.Tensor:
         """``n`` candidate indices drawn without replacement by their group's probability."""
