@@ -44,6 +44,10 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
     "adaptive-all": {"steal": {"selection": "adaptive"}, "npd": {"sets": ("all",)}},
     # the random seed share capped at 1,000 answers, refits each time the answers double
     "balanced-doubling": {"steal": {"selection": "balanced", "seed_max": 1000}},
+    # query synthesis (copycat.steal.synthesis): pool images pushed toward rare classes by
+    # gradient steps on the interim copycat, or mixes of answers from different classes
+    "jacobian": {"steal": {"selection": "jacobian"}},
+    "mixup": {"steal": {"selection": "mixup"}},
 }
 QUICK = {"budgets": "500,1k,2k", "copycat_epochs": 4, "seeds": 1}
 FULL = {"budgets": "1k,2k,5k,10k,20k", "copycat_epochs": None, "seeds": 3}
