@@ -29,6 +29,7 @@ import common
 # name -> configuration changes by section (as common.experiment takes them). Methods from the
 # attack side (query synthesis, semi-supervised training, distillation) are added here by name.
 # A "npd" section names the NPD sets the pool draws from, equally (the default: clip-art).
+FILE_SETS = ("clipart", "stamps", "sprites", "photos")
 METHODS: dict[str, dict[str, dict[str, Any]]] = {
     "random": {"steal": {"selection": "random"}},
     "balanced": {"steal": {"selection": "balanced"}},
@@ -37,13 +38,25 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
         "steal": {"selection": "balanced"},
         "npd": {"sets": ("clipart", "stamps", "sprites")},
     },
-    "balanced-all": {"steal": {"selection": "balanced"}, "npd": {"sets": ("all",)}},
+    # the four sets of files ("all" also holds the drawn sets, which came after these runs)
+    "balanced-all": {"steal": {"selection": "balanced"}, "npd": {"sets": FILE_SETS}},
     "balanced-photos": {"steal": {"selection": "balanced"}, "npd": {"sets": ("photos",)}},
     # Knockoff Nets' adaptive policy over the pool's folders, then balanced picks
     "adaptive": {"steal": {"selection": "adaptive"}},
-    "adaptive-all": {"steal": {"selection": "adaptive"}, "npd": {"sets": ("all",)}},
+    "adaptive-all": {"steal": {"selection": "adaptive"}, "npd": {"sets": FILE_SETS}},
     # the random seed share capped at 1,000 answers, refits each time the answers double
     "balanced-doubling": {"steal": {"selection": "balanced", "seed_max": 1000}},
+    # the procedural sets beside clip-art: pen strokes, filled shapes, or both
+    "random-strokes": {"steal": {"selection": "random"}, "npd": {"sets": ("clipart", "strokes")}},
+    "balanced-strokes": {
+        "steal": {"selection": "balanced"},
+        "npd": {"sets": ("clipart", "strokes")},
+    },
+    "balanced-shapes": {"steal": {"selection": "balanced"}, "npd": {"sets": ("clipart", "shapes")}},
+    "balanced-drawn": {
+        "steal": {"selection": "balanced"},
+        "npd": {"sets": ("clipart", "strokes", "shapes")},
+    },
     # query synthesis (copycat.steal.synthesis): pool images pushed toward rare classes by
     # gradient steps on the interim copycat, or mixes of answers from different classes
     "jacobian": {"steal": {"selection": "jacobian"}},

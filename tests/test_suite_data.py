@@ -211,6 +211,33 @@ def test_npd_sets_mix_equally_and_exclude_by_path(
     assert torch.equal(only.bank, again.bank)  # crops are seeded (and cached)
 
 
+def test_procedural_sets_are_drawn_seeded_bright_on_black_and_need_no_package(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from copycat.pools.procedural import procedural_bank
+    from copycat.pools.sources import build_npd
+
+    for name, groups in (("strokes", {"curves"}), ("shapes", {"blobs", "leaves"})):
+        for channels in (1, 3):
+            bank, names = procedural_bank(name, size=32, channels=channels, count=60)
+            again, _ = procedural_bank(name, size=32, channels=channels, count=60)
+            assert bank.dtype == torch.uint8 and tuple(bank.shape) == (60, channels, 32, 32)
+            assert torch.equal(bank, again) and set(names) == groups  # seeded; groups in turn
+            assert len({bytes(t.numpy()) for t in bank}) == 60  # every image differs
+            lit = (bank.amax(1) > 0).float().mean((1, 2))  # share of lit pixels per image
+            assert bool((lit > 0).all())  # none is blank
+    strokes, _ = procedural_bank("strokes", size=32, channels=1, count=60)
+    assert float((strokes > 0).float().mean()) < 0.4  # thin strokes on black
+    with caplog.at_level("WARNING"):
+        # exclusions name files: a drawn set has none, so it is drawn whole
+        src = build_npd("sets=strokes,shapes;exclude=curves", shape=(1, 16, 16), max_pixels=10**7)
+    assert "not installed" not in caplog.text  # nothing to install
+    _, names = src.draw_named(400, torch.Generator().manual_seed(0))
+    counts = {n: names.count(n) for n in set(names)}
+    assert set(counts) == {"strokes/curves", "shapes/blobs", "shapes/leaves"}
+    assert 150 <= counts["strokes/curves"] <= 250  # the two sets drawn equally often
+
+
 @pytest.mark.parametrize(
     ("arg", "match"),
     [

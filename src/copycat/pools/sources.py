@@ -33,15 +33,16 @@ BANK_VERSION = 3
 
 @dataclass(frozen=True, slots=True)
 class NpdSet:
-    """One set of the built-in NPD images: image files of a Debian package.
+    """One set of the built-in NPD images: image files of a Debian package, or drawn.
 
     ``objects``: each file is one object, cropped to it and centred on black (clip-art,
-    stamps, sprites); ``photos``: large photos, each cut into ``crops`` random crops.
+    stamps, sprites); ``photos``: large photos, each cut into ``crops`` random crops;
+    ``procedural``: drawn by :mod:`copycat.pools.procedural` (no files, no package).
     """
 
     name: str
     roots: tuple[Path, ...]
-    kind: Literal["objects", "photos"]
+    kind: Literal["objects", "photos", "procedural"]
     package: str
     crops: int = 0
 
@@ -61,6 +62,8 @@ NPD_SETS: tuple[NpdSet, ...] = (
         "gnome-backgrounds mate-backgrounds",
         crops=48,
     ),
+    NpdSet("strokes", (), "procedural", ""),
+    NpdSet("shapes", (), "procedural", ""),
 )
 DEFAULT_NPD_SETS: tuple[str, ...] = ("clipart",)
 
@@ -403,7 +406,13 @@ def npd_set_files(
 def npd_set_source(
     npd_set: NpdSet, *, shape: tuple[int, int, int], max_pixels: int, exclude: tuple[str, ...] = ()
 ) -> BankSource | None:
-    """The bank of one NPD set, or None when none of its files is installed."""
+    """The bank of one NPD set, or None when none of its files is installed. A procedural
+    set is drawn, not read: ``exclude`` does not apply to it (it holds no picture)."""
+    if npd_set.kind == "procedural":
+        from copycat.pools.procedural import procedural_bank
+
+        drawn, names = procedural_bank(npd_set.name, size=base_size(shape), channels=shape[0])
+        return BankSource(npd_set.name, drawn, groups=names)
     files, skipped = npd_set_files(npd_set, exclude=exclude)
     if not files:
         return None
@@ -471,7 +480,7 @@ def npd_source(
         for s in chosen
         if (src := npd_set_source(s, shape=shape, max_pixels=max_pixels, exclude=exclude))
     ]
-    missing = [s.package for s in chosen if not any(r.is_dir() for r in s.roots)]
+    missing = [s.package for s in chosen if s.roots and not any(r.is_dir() for r in s.roots)]
     if missing:
         log.warning(
             "NPD images not installed: %s. The pool is poorer without them. Fix: "

@@ -39,7 +39,7 @@ class SuiteTarget:
         return self.npd_pool_of(())
 
     def npd_pool_of(self, sets: tuple[str, ...]) -> str:
-        """The NPD pool of only ``sets`` (all when empty), less the target's classes."""
+        """The NPD pool of only ``sets`` (the default set when empty), less the target's classes."""
         parts = [f"sets={','.join(sets)}"] if sets else []
         parts += [f"exclude={','.join(self.exclude)}"] if self.exclude else []
         return "npd" + (":" + ";".join(parts) if parts else "")
