@@ -61,6 +61,10 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
     # gradient steps on the interim copycat, or mixes of answers from different classes
     "jacobian": {"steal": {"selection": "jacobian"}},
     "mixup": {"steal": {"selection": "mixup"}},
+    "jacobian-strokes": {
+        "steal": {"selection": "jacobian"},
+        "npd": {"sets": ("clipart", "strokes")},
+    },
 }
 QUICK = {"budgets": "500,1k,2k", "copycat_epochs": 4, "seeds": 1}
 FULL = {"budgets": "1k,2k,5k,10k,20k", "copycat_epochs": None, "seeds": 3}
