@@ -61,6 +61,8 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
     # gradient steps on the interim copycat, or mixes of answers from different classes
     "jacobian": {"steal": {"selection": "jacobian"}},
     "mixup": {"steal": {"selection": "mixup"}},
+    # jacobian with a quarter of the budget as the random seed share (half by default)
+    "jacobian-seed25": {"steal": {"selection": "jacobian", "seed_fraction": 0.25}},
     "jacobian-strokes": {
         "steal": {"selection": "jacobian"},
         "npd": {"sets": ("clipart", "strokes")},
