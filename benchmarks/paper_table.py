@@ -14,7 +14,6 @@ the library has it). A budget curve follows, drawn as a PNG.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import shutil
 import sys
@@ -187,9 +186,10 @@ def grid_cases(budget: int) -> list[tuple[str, dict[str, Any]]]:
             {"steal": steal, "augment": {"enabled": not base.pool.augment.enabled}},
         ),
     ]
-    if importlib.util.find_spec("copycat.selection") is not None:
-        other = "random" if base.steal.selection == "balanced" else "balanced"
-        cases.append((f"NPD, {other} selection", {"steal": {**steal, "selection": other}}))
+    # the default selection against random and label-aware picks without synthesis
+    for other in ("random", "balanced"):
+        if other != base.steal.selection:
+            cases.append((f"NPD, {other} selection", {"steal": {**steal, "selection": other}}))
     return cases
 
 

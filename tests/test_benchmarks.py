@@ -34,3 +34,17 @@ def test_peers_names_the_missing_art_before_any_work(tmp_path: Path) -> None:
     assert "pip install adversarial-robustness-toolbox" in res.stderr, res.stderr[-2000:]
     assert not (tmp_path / "cache").exists() and not any(tmp_path.glob("peers/*"))
     assert time.perf_counter() - t0 < 60
+
+
+def test_paper_table_ablates_the_default_selection() -> None:
+    """The grid compares the default selection with random and label-aware picks (its check
+    for the selection module once named a path that no longer existed, and dropped the row)."""
+    import runpy
+
+    from copycat.config import StealConfig
+
+    script = PEERS.parent / "paper_table.py"
+    grid = runpy.run_path(str(script), run_name="paper_table")["grid_cases"](500)
+    rows = {label: changes for label, changes in grid}
+    others = {"random", "balanced"} - {StealConfig().selection}
+    assert others and all(rows[f"NPD, {o} selection"]["steal"]["selection"] == o for o in others)
