@@ -5,7 +5,7 @@ construction; what they give is structure that noise lacks: strokes of a pen (ra
 curves of random width) or filled shapes (ellipses, polygons, and "dead leaves" collages of
 overlapping discs and squares, the synthetic images of Baradad et al., NeurIPS 2021). Every
 image is bright on black, as the objects of the other NPD sets are. The bank of a set is the
-same for the same (set, size, channels, count): its draws depend on :data:`SEED` alone.
+same for the same (set, size, channels, count): its draws depend on :data:`SEED` and the set.
 """
 
 from __future__ import annotations

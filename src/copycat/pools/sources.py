@@ -46,6 +46,11 @@ class NpdSet:
     package: str
     crops: int = 0
 
+    @property
+    def installed(self) -> bool:
+        """A drawn set always is; a set of files when one of its folders exists."""
+        return self.kind == "procedural" or any(r.is_dir() for r in self.roots)
+
 
 NPD_SETS: tuple[NpdSet, ...] = (
     NpdSet("clipart", (OPENCLIPART_DIR,), "objects", "openclipart-png"),
@@ -480,7 +485,7 @@ def npd_source(
         for s in chosen
         if (src := npd_set_source(s, shape=shape, max_pixels=max_pixels, exclude=exclude))
     ]
-    missing = [s.package for s in chosen if s.roots and not any(r.is_dir() for r in s.roots)]
+    missing = [s.package for s in chosen if not s.installed]
     if missing:
         log.warning(
             "NPD images not installed: %s. The pool is poorer without them. Fix: "
