@@ -15,6 +15,9 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 40_000_000
+# Float pixels may stray this far outside [0, 1] (rounding) before a batch is refused as 0..255
+# values; the oracles (check_images) and the server (decode_numbers) share it.
+PIXEL_SLACK = 0.01
 # Pillow's process-wide guard (Image.MAX_IMAGE_PIXELS) is left as the application set it: our
 # bound is the header check in decode_image, and a file beyond Pillow's own limit is refused by
 # Pillow first; both are reported as "too large".

@@ -18,6 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 import torch.nn.functional as F
 
+from copycat.data.imageio import PIXEL_SLACK
 from copycat.errors import OracleError, OracleUnavailableError
 
 
@@ -123,7 +124,7 @@ def check_images(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Ten
         images = images.float()
         if images.numel() and not bool(torch.isfinite(images).all()):
             raise OracleError("query images hold NaN or infinite values; send pixels in [0, 1]")
-        if images.numel() and (images.min() < -0.01 or images.max() > 1.01):
+        if images.numel() and (images.min() < -PIXEL_SLACK or images.max() > 1.0 + PIXEL_SLACK):
             raise OracleError(
                 f"query images are floats in [0, 1]; got values from {images.min().item():.3g} "
                 f"to {images.max().item():.3g}: divide 0..255 pixels by 255 (or pass uint8)"

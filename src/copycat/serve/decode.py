@@ -23,7 +23,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel
 
-from copycat.data.imageio import fit_to_shape
+from copycat.data.imageio import PIXEL_SLACK, fit_to_shape
 from copycat.serve.guards import ApiError, check_batch
 
 MAX_IMAGE_PIXELS = 4096 * 4096
@@ -239,7 +239,7 @@ def decode_numbers(inp: InferInput, raw: bytes | None, dt: str) -> torch.Tensor:
         return torch.from_numpy(arr.astype(np.float32).reshape(inp.shape)) / 255.0
     if arr.dtype.kind not in "iuf" or not np.isfinite(arr).all():
         raise ApiError(400, "FP32 data must be finite numbers (images in [0, 1])")
-    if arr.size and (arr.min() < -0.01 or arr.max() > 1.01):
+    if arr.size and (arr.min() < -PIXEL_SLACK or arr.max() > 1.0 + PIXEL_SLACK):
         raise ApiError(
             400,
             f"FP32 data must be images in [0, 1], got {arr.min():.3g} to {arr.max():.3g}; "
