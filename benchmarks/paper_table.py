@@ -141,7 +141,8 @@ def finetune_on_pd(runner: Runner, npd: dict[str, Any], pd: dict[str, Any]) -> d
     model = load_copycat(RunDir.at(npd["run_dir"]))
     with AnswerStore(RunDir.at(pd["run_dir"]).store) as store:
         data = store.load()
-    tcfg = dataclasses.replace(cfg.train, epochs=max(1, cfg.train.epochs // 2), lr=cfg.train.lr / 3)
+    half = max(1, cfg.train.epochs_for(len(data)) // 2)
+    tcfg = dataclasses.replace(cfg.train, epochs=half, lr=cfg.train.lr / 3)
     t0 = time.perf_counter()
     fit(model, data.images, data.labels, config=tcfg)
     train_s = time.perf_counter() - t0
@@ -299,7 +300,7 @@ def main() -> None:
     rc = recipe.train
     recipe_md = (
         f"Copycat recipe (library defaults unless overridden): arch `{rc.arch}`, "
-        f"{rc.epochs} epochs, batch {rc.batch_size}, lr {rc.lr}, "
+        f"{rc.epochs_text()}, batch {rc.batch_size}, lr {rc.lr}, "
         f"balance {rc.balance}, train augmentation {rc.augment}; pool `{recipe.pool.spec}` "
         f"(query augmentation {recipe.pool.augment.enabled}), selection "
         f"`{recipe.steal.selection}`, output `{recipe.output}`; seed {args.seed}."
@@ -358,7 +359,7 @@ def main() -> None:
     if curve:
         png = args.out / f"{name.replace('paper_table', 'budget_curve')}.png"
         args.out.mkdir(parents=True, exist_ok=True)
-        plot_curve(curve, png, f"Copycat on Fashion-MNIST ({rc.arch}, {rc.epochs} epochs)")
+        plot_curve(curve, png, f"Copycat on Fashion-MNIST ({rc.arch}, {rc.epochs_text()})")
         sections.append(
             (
                 "Budget curve (default recipe)",

@@ -225,7 +225,8 @@ def case_art(case: dict[str, Any]) -> dict[str, Any]:
         attack_kw: dict[str, Any] = {
             "batch_size_fit": tc.batch_size,
             "batch_size_query": cfg.steal.batch_size,
-            "nb_epochs": tc.epochs,
+            # copycat's epochs for its training share of these answers (ART trains on all)
+            "nb_epochs": tc.epochs_for(int(len(images) * (1 - tc.val_fraction))),
         }
     else:
         cls, opt = PyTorchClassifier, torch.optim.Adam(thief_model.parameters())
@@ -405,7 +406,7 @@ def main() -> None:
         "each seed: the exact images copycat sent), copycat arch "
         f"`{tc.arch}`; mean ± sample sd over seeds {args.seeds}. copycat's training and ART "
         f"'copycat's training': AdamW lr {tc.lr} weight decay {tc.weight_decay}, one-cycle "
-        f"schedule per batch, class-balanced sampling = {tc.balance}, {tc.epochs} epochs, batch "
+        f"schedule per batch, class-balanced sampling = {tc.balance}, {tc.epochs_text()}, batch "
         f"{tc.batch_size} (copycat holds out {tc.val_fraction:.0%} of its answers to pick its "
         "best epoch; ART trains on all and keeps the last). ART defaults: CopycatCNN / "
         "KnockoffNets constructor defaults (batch_size_fit=1, batch_size_query=1, nb_epochs=10) "

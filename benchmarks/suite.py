@@ -80,6 +80,9 @@ def parse_args(argv: list[str] | None = None) -> Any:
     p.add_argument("--seeds", type=int, default=None, help="seeds per case (median, spread)")
     p.add_argument("--split", choices=("val", "test"), default="val", help="split to score on")
     p.add_argument("--copycat-epochs", type=int, default=None, help="copycat training epochs")
+    p.add_argument(
+        "--copycat-min-steps", type=int, default=None, help="copycat training's min_steps"
+    )
     p.add_argument("--targets-dir", type=Path, default=None, help="where suite targets live")
     return p.parse_args(argv)
 
@@ -117,6 +120,8 @@ def one_case(
     changes.setdefault("steal", {})["budget"] = max(budgets)
     if args.copycat_epochs:
         changes.setdefault("train", {})["epochs"] = args.copycat_epochs
+    if args.copycat_min_steps is not None:
+        changes.setdefault("train", {})["min_steps"] = args.copycat_min_steps
     cfg = common.experiment(run, folder, device=args.device, seed=seed, **changes)
     cfg = dataclasses.replace(cfg, test_set=f"{target.dataset}:{args.split}")
     t0 = time.perf_counter()
@@ -129,6 +134,8 @@ def one_case(
         "method": method,
         "seed": seed,
         "steal_s": steal_s,
+        # a finished run of the same steal under --work is reused: nothing sent this time
+        "steal_reused": summary.queried_now == 0,
         "rarest_share": min(hist) / max(1, sum(hist)),
         "target_accuracy": curve.target_accuracy,
         "queries_to": curve.queries_to,
@@ -141,6 +148,10 @@ def one_case(
             for p in curve.points
         ],
     }
+
+
+def default_or(value: int | None) -> str:
+    return "default" if value is None else str(value)
 
 
 def spread(values: list[float]) -> str:
@@ -261,6 +272,13 @@ def save(
 ) -> None:
     """Write ``suite[-quick][-TAG].md`` and ``.json`` under ``--out``."""
     head, grid = tables(results, budgets)
+    reused = sum(bool(r.get("steal_reused")) for r in results)
+    note = (
+        f" {reused} steal(s) reused from finished runs under --work: their steal seconds and "
+        "wall seconds count none of the querying."
+        if reused
+        else ""
+    )
     info = common.machine_info(args.device, args.threads)
     cards = {n: common.target_summary(f) for n, f in folders.items()}
     target_rows = [[n, c["arch"], c["epochs"], c["test_accuracy"]] for n, c in cards.items()]
@@ -273,7 +291,9 @@ def save(
             ("Queries to reach 0.90 / 0.95 of the target", head),
             ("By budget (median [min-max] over seeds)", grid),
             ("", f"Wall time so far: {total:.0f} s; {len(results)} case(s) of "
-                 f"{seeds} seed(s) each; copycat epochs {args.copycat_epochs or 'default'}."),
+                 f"{seeds} seed(s) each; copycat epochs {args.copycat_epochs or 'default'}, "
+                 f"min steps {default_or(args.copycat_min_steps)}."
+                 + note),
         ],
         data={"budgets": list(budgets), "split": args.split, "seeds": seeds,
               "targets": cards, "results": results, "total_s": total},

@@ -169,3 +169,23 @@ def test_tiny_sets_train_without_crashing(n: int, balance: bool, epochs: int) ->
     res = fit(model, data.images, data.labels, config=cfg)
     assert len(res.history) == epochs
     assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in res.history)
+
+
+def test_unset_epochs_rise_for_small_stores_to_min_steps() -> None:
+    cfg = TrainConfig(min_epochs=10, min_steps=1000, batch_size=100)
+    assert cfg.epochs_for(20_000) == 10  # 200 steps an epoch: 2,000 steps already
+    assert cfg.epochs_for(2_000) == 50  # 20 steps an epoch
+    assert cfg.epochs_for(2_050) == 50  # the last partial batch is dropped, as fit does
+    assert cfg.epochs_for(50) == 1000  # one batch of 50 an epoch
+    assert dataclasses.replace(cfg, epochs=3).epochs_for(50) == 3  # set epochs are exact
+    assert dataclasses.replace(cfg, min_steps=0).epochs_for(50) == 10
+
+
+def test_a_small_store_trains_min_steps(victim: TorchOracle, tmp_path: Path) -> None:
+    run = RunDir.at(tmp_path)
+    _steal_pd(victim, run, 300)  # 270 kept for training after the 10% held out: 4 steps an epoch
+    cfg = dataclasses.replace(CFG, epochs=None, min_epochs=1, min_steps=10)
+    res = train_copycat(run, config=cfg)
+    assert len(res.history) == 3  # ceil(10 / 4)
+    again = train_copycat(run, config=cfg)  # a finished run is kept, not retrained
+    assert again.history == res.history

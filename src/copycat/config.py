@@ -148,7 +148,11 @@ class TrainConfig:
     """Training of a copycat (or of a target) on images held in memory."""
 
     arch: str = "cnn-small"
-    epochs: int = 10
+    # None: min_epochs, raised until training takes min_steps optimiser steps, so a small store
+    # is not undertrained; a number: exactly that many epochs. See epochs_at.
+    epochs: int | None = None
+    min_epochs: int = 10
+    min_steps: int = 0
     batch_size: int = 128
     lr: float = 3e-3
     weight_decay: float = 5e-4
@@ -183,7 +187,11 @@ class TrainConfig:
             "a probability in (0, 1]",
         )
         _check(self.semi_weight >= 0, "train.semi_weight", self.semi_weight, "a float >= 0")
-        _check(self.epochs >= 1, "train.epochs", self.epochs, "an integer >= 1")
+        _check(
+            self.epochs is None or self.epochs >= 1, "train.epochs", self.epochs, "an integer >= 1"
+        )
+        _check(self.min_epochs >= 1, "train.min_epochs", self.min_epochs, "an integer >= 1")
+        _check(self.min_steps >= 0, "train.min_steps", self.min_steps, "an integer >= 0")
         _check(self.batch_size >= 1, "train.batch_size", self.batch_size, "an integer >= 1")
         _check(self.lr > 0, "train.lr", self.lr, "a positive float")
         _check(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, ">= 0")
@@ -206,6 +214,24 @@ class TrainConfig:
             self.device,
             "auto, cpu, cuda or cuda:N",
         )
+
+    def epochs_at(self, steps_per_epoch: int) -> int:
+        """Epochs to train with ``steps_per_epoch`` optimiser steps in each: ``epochs`` if set,
+        else ``min_epochs`` raised until the run takes at least ``min_steps`` steps."""
+        if self.epochs is not None:
+            return self.epochs
+        return max(self.min_epochs, -(-self.min_steps // max(1, steps_per_epoch)))
+
+    def epochs_text(self) -> str:
+        """The epochs in words, e.g. for a benchmark's setup line."""
+        if self.epochs is not None:
+            return f"{self.epochs} epochs"
+        more = f", more to reach {self.min_steps:,} optimiser steps" if self.min_steps else ""
+        return f"{self.min_epochs} epochs{more}"
+
+    def epochs_for(self, n: int) -> int:
+        """Epochs to train on ``n`` samples (batched as train.fit batches them)."""
+        return self.epochs_at(max(1, n // max(1, min(self.batch_size, n))))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

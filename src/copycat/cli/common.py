@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from copycat.config import TrainConfig
 from copycat.errors import CopycatError
 from copycat.redact import redact_text
 
@@ -75,13 +76,15 @@ def progress() -> Progress:
 
 
 def step_bar(
-    bar: Progress, epochs: int, label: str, *, metric: str = "agreement"
+    bar: Progress, train: TrainConfig, label: str, *, metric: str = "agreement"
 ) -> Callable[..., None]:
-    """A training progress callback (epoch, step, steps, loss, agreement) drawing on ``bar``;
+    """A training progress callback (epoch, step, steps, loss, agreement) drawing on ``bar``
+    for training with ``train`` (its epochs raised to its min_steps, as the copycat's are);
     ``metric`` names the match with the training labels (``accuracy`` on true labels)."""
     task = bar.add_task(label, total=None, info="")
 
     def on_step(epoch: int, step: int, steps: int, loss: float, agree: float) -> None:
+        epochs = train.epochs_at(steps)
         bar.update(
             task,
             total=epochs * steps,

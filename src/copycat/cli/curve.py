@@ -19,6 +19,7 @@ from copycat.cli.options import (
     CurveTestSetOpt,
     DeviceOpt,
     EpochsOpt,
+    MinStepsOpt,
     RunDirOpt,
     SeedOpt,
 )
@@ -40,6 +41,7 @@ def curve_cmd(
     test_set: CurveTestSetOpt = None,
     arch: ArchOpt | None = None,
     epochs: EpochsOpt | None = None,
+    min_steps: MinStepsOpt | None = None,
     seed: SeedOpt = TRAIN.seed,
     device: DeviceOpt = TRAIN.device,
 ) -> None:
@@ -52,8 +54,10 @@ def curve_cmd(
 
     with errors():
         ran = _run_config(run_dir)
-        the_oracle = oracle or ran.get("steal", {}).get("oracle")
-        the_test = test_set or ran.get("evaluate", {}).get("test_set")
+        # the run's steal and evaluate stages, else its last curve
+        last = ran.get("curve", {})
+        the_oracle = oracle or ran.get("steal", {}).get("oracle") or last.get("oracle")
+        the_test = test_set or ran.get("evaluate", {}).get("test_set") or last.get("test_set")
         if not the_oracle or not the_test:
             raise ConfigError(
                 f"{run_dir} records no {'oracle' if not the_oracle else 'test set'}; "
@@ -64,6 +68,7 @@ def curve_cmd(
             train,
             arch=arch or train.arch,
             epochs=epochs or train.epochs,
+            min_steps=train.min_steps if min_steps is None else min_steps,
             seed=seed,
             device=device,
         )

@@ -100,7 +100,7 @@ def audit_cmd(
         int, typer.Option(help="Test images sent as benign traffic.")
     ] = AUDIT.benign_images,
     arch: ArchOpt = TRAIN.arch,
-    epochs: EpochsOpt = TRAIN.epochs,
+    epochs: EpochsOpt | None = TRAIN.epochs,
     device: DeviceOpt = TRAIN.device,
 ) -> None:
     """Run each attack against each defence of a local target (torch:, onnx:); writes

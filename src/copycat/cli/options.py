@@ -39,7 +39,12 @@ DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 SeedOpt = Annotated[int, typer.Option(help="Random seed.")]
 OracleOpt = Annotated[str, typer.Option(help=f"The target: {ORACLES.usages()}.")]
 ArchOpt = Annotated[str, typer.Option(help=f"Architecture: {MODELS.usages()}.")]
-EpochsOpt = Annotated[int, typer.Option(help="Training epochs.")]
+EpochsOpt = Annotated[
+    int, typer.Option(help="Training epochs (copycats, unset: 10, more for small stores).")
+]
+MinStepsOpt = Annotated[
+    int, typer.Option(help="Unset epochs train at least this many optimiser steps.")
+]
 
 # -- steal -----------------------------------------------------------------------------------
 PoolOpt = Annotated[

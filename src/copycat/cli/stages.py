@@ -42,6 +42,7 @@ from copycat.cli.options import (
     MaxBilledOpt,
     MaxCostOpt,
     MaxQpsOpt,
+    MinStepsOpt,
     MixOpt,
     NumClassesOpt,
     OracleOpt,
@@ -228,7 +229,8 @@ def train_cmd(
     ctx: typer.Context,
     run_dir: RunDirOpt,
     arch: ArchOpt = TRAIN.arch,
-    epochs: EpochsOpt = TRAIN.epochs,
+    epochs: EpochsOpt | None = TRAIN.epochs,
+    min_steps: MinStepsOpt = TRAIN.min_steps,
     batch_size: TrainBatchOpt = TRAIN.batch_size,
     lr: LrOpt = TRAIN.lr,
     labels: LabelsOpt = TRAIN.labels,
@@ -248,6 +250,7 @@ def train_cmd(
             TRAIN,
             arch=arch,
             epochs=epochs,
+            min_steps=min_steps,
             batch_size=batch_size,
             lr=lr,
             labels=labels,
@@ -262,7 +265,7 @@ def train_cmd(
         cfg = experiment(run_dir, "", train=train)
         with progress() as bar:
             res = train_stage(
-                cfg, command=command_line(ctx), on_step=step_bar(bar, epochs, "copycat")
+                cfg, command=command_line(ctx), on_step=step_bar(bar, train, "copycat")
             )
     table(
         f"train {run_dir}",
@@ -346,7 +349,7 @@ def run_cmd(ctx: typer.Context, config: ConfigFileOpt) -> None:
         cfg = load_experiment(config)
         with progress() as bar:
             target_bar = (
-                step_bar(bar, cfg.target.train.epochs, "target", metric="accuracy")
+                step_bar(bar, cfg.target.train, "target", metric="accuracy")
                 if cfg.target is not None and needs_target(cfg)
                 else None
             )
@@ -356,7 +359,7 @@ def run_cmd(ctx: typer.Context, config: ConfigFileOpt) -> None:
                 command=command_line(ctx),
                 on_target_step=target_bar,
                 on_batch=coverage_progress(bar, steal_task, None),
-                on_step=step_bar(bar, cfg.train.epochs, "copycat"),
+                on_step=step_bar(bar, cfg.train, "copycat"),
             )
     table(
         f"run {cfg.run_dir}",

@@ -29,7 +29,7 @@ target_app = typer.Typer(help="Train and publish targets (victims to audit).", n
 def target_train(
     dataset: DatasetOpt = TARGET.dataset,
     out: TargetOutOpt = Path(TARGET.out),
-    epochs: EpochsOpt = TARGET.train.epochs,
+    epochs: EpochsOpt | None = TARGET.train.epochs,
     arch: ArchOpt = TARGET.train.arch,
     seed: SeedOpt = TARGET.train.seed,
     device: DeviceOpt = TARGET.train.device,
@@ -46,7 +46,7 @@ def target_train(
             dataset,
             out=out,
             config=cfg,
-            on_step=step_bar(bar, epochs, "target", metric="accuracy"),
+            on_step=step_bar(bar, cfg, "target", metric="accuracy"),
             input_shape=shape,
         )
     table(

@@ -76,11 +76,12 @@ def train_copycat(
     shape = tuple(data.images.shape[1:])
     model = init_model(config.arch, data.images, num_classes=num_classes, seed=config.seed)
     log.info(
-        "training %s on %d answers (%s labels), %d held out",
+        "training %s on %d answers (%s labels), %d held out, %d epochs",
         config.arch,
         len(tr_idx),
         "soft" if soft else "hard",
         n_val,
+        config.epochs_for(len(tr_idx)),
     )
     result = fit(
         model,

@@ -97,7 +97,8 @@ class _Loop:
     device: torch.device
     config: TrainConfig
     cfg_dict: dict[str, Any]
-    steps: int
+    steps: int  # per epoch
+    epochs: int  # the config's, resolved for this many steps (TrainConfig.epochs_at)
     batch: int  # the batch size used: at most the number of samples
     n: int
     digest: str = ""
@@ -149,14 +150,14 @@ def fit(
             torch.set_rng_state(loop.rng_cpu)
         if cuda and loop.rng_cuda:
             torch.cuda.set_rng_state(loop.rng_cuda[0], cuda[0])
-        for epoch in range(loop.start_epoch, config.epochs):
+        for epoch in range(loop.start_epoch, loop.epochs):
             row = _train_epoch(loop, epoch, images, targets, on_step=on_step)
             has_val = val is not None and len(val[0]) > 0
             if val is not None and has_val:
                 pred = predict(loop.model, val[0], device=loop.device).argmax(1)
                 row["val_agreement"] = float((pred == val[1]).float().mean())
             loop.history.append(row)
-            _log_epoch(row, config.epochs, metric=metric, has_val=has_val)
+            _log_epoch(row, loop.epochs, metric=metric, has_val=has_val)
             if checkpoint_dir is not None:
                 _checkpoint(loop, epoch, row, checkpoint_dir, has_val=val is not None)
             elif val is not None and (loop.best is None or row["val_agreement"] >= loop.best):
@@ -202,7 +203,8 @@ def _setup(model: nn.Module, n: int, *, config: TrainConfig) -> _Loop:
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     batch = min(config.batch_size, n)  # a set smaller than one batch is one batch
     steps = max(1, n // batch)
-    sched = _schedule(opt, lr=config.lr, total=config.epochs * steps)
+    epochs = config.epochs_at(steps)
+    sched = _schedule(opt, lr=config.lr, total=epochs * steps)
     return _Loop(
         model=model,
         opt=opt,
@@ -212,6 +214,7 @@ def _setup(model: nn.Module, n: int, *, config: TrainConfig) -> _Loop:
         config=config,
         cfg_dict=dataclasses.asdict(config),
         steps=steps,
+        epochs=epochs,
         batch=batch,
         n=n,
     )
