@@ -298,3 +298,12 @@ def test_http_options_name_fields_of_the_http_config_and_skip_local_oracles() ->
         "concurrency": 2,
     }
     assert http_options("torch:targets/x", params) == {}
+
+
+def test_a_config_value_of_the_wrong_type_is_refused_in_words() -> None:
+    from copycat.config import TrainConfig, from_dict
+    from copycat.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="epochs='ten' is invalid; accepted: an integer"):
+        from_dict(TrainConfig, {"epochs": "ten"})
+    assert from_dict(TrainConfig, {"epochs": None}).epochs is None  # unset: min_steps decide

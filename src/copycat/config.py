@@ -327,7 +327,8 @@ def _coerce(hint: Any, value: Any, *, where: str) -> Any:
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint in (int, float, str, bool) and not isinstance(value, hint):
-        raise ConfigError(f"{where}={value!r} is invalid; accepted: a {hint.__name__}")
+        words = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+        raise ConfigError(f"{where}={value!r} is invalid; accepted: {words[hint]}")
     return value
 
 
