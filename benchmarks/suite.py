@@ -291,7 +291,7 @@ def save(
             ("Queries to reach 0.90 / 0.95 of the target", head),
             ("By budget (median [min-max] over seeds)", grid),
             ("", f"Wall time so far: {total:.0f} s; {len(results)} case(s) of "
-                 f"{seeds} seed(s) each; copycat epochs {args.copycat_epochs or 'default'}, "
+                 f"{seeds} seed(s) each; copycat epochs {default_or(args.copycat_epochs)}, "
                  f"min steps {default_or(args.copycat_min_steps)}."
                  + note),
         ],

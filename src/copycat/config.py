@@ -229,9 +229,14 @@ class TrainConfig:
         more = f", more to reach {self.min_steps:,} optimiser steps" if self.min_steps else ""
         return f"{self.min_epochs} epochs{more}"
 
+    def steps_per_epoch(self, n: int) -> int:
+        """Optimiser steps in an epoch over ``n`` samples: full batches only (the last partial
+        one is dropped), and a set smaller than one batch is one batch."""
+        return max(1, n // max(1, min(self.batch_size, n)))
+
     def epochs_for(self, n: int) -> int:
-        """Epochs to train on ``n`` samples (batched as train.fit batches them)."""
-        return self.epochs_at(max(1, n // max(1, min(self.batch_size, n))))
+        """Epochs to train on ``n`` samples."""
+        return self.epochs_at(self.steps_per_epoch(n))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

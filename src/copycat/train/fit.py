@@ -202,7 +202,7 @@ def _setup(model: nn.Module, n: int, *, config: TrainConfig) -> _Loop:
     model.to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     batch = min(config.batch_size, n)  # a set smaller than one batch is one batch
-    steps = max(1, n // batch)
+    steps = config.steps_per_epoch(n)
     epochs = config.epochs_at(steps)
     sched = _schedule(opt, lr=config.lr, total=epochs * steps)
     return _Loop(
