@@ -83,8 +83,43 @@ def parse_args(argv: list[str] | None = None) -> Any:
     p.add_argument(
         "--copycat-min-steps", type=int, default=None, help="copycat training's min_steps"
     )
+    p.add_argument(
+        "--copycat-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other [train] field of the copycats, e.g. val_fraction=0 or arch=cnn-wide "
+        "(TOML values; repeat for more)",
+    )
     p.add_argument("--targets-dir", type=Path, default=None, help="where suite targets live")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.copycat_set = train_changes(args.copycat_set, p)
+    return args
+
+
+def train_changes(items: list[str], parser: Any) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs as [train] changes, values read as TOML (``0``, ``"cnn-wide"`` or a
+    bare word), checked against TrainConfig so a typo stops the run before any query."""
+    import tomllib
+
+    from copycat.config import TrainConfig, from_dict
+    from copycat.errors import ConfigError
+
+    changes: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            parser.error(f"--copycat-set {item!r}: expected KEY=VALUE, e.g. val_fraction=0")
+        try:
+            value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw.strip()  # a bare word: cnn-wide
+        changes[key.strip()] = value
+    try:
+        checked = from_dict(TrainConfig, changes, where="train")
+    except ConfigError as exc:
+        parser.error(f"--copycat-set: {exc}")
+    return {k: getattr(checked, k) for k in changes}  # coerced: val_fraction=0 -> 0.0
 
 
 def suite_targets(args: Any, names: list[str]) -> dict[str, Path]:
@@ -122,6 +157,7 @@ def one_case(
         changes.setdefault("train", {})["epochs"] = args.copycat_epochs
     if args.copycat_min_steps is not None:
         changes.setdefault("train", {})["min_steps"] = args.copycat_min_steps
+    changes.setdefault("train", {}).update(args.copycat_set)
     cfg = common.experiment(run, folder, device=args.device, seed=seed, **changes)
     cfg = dataclasses.replace(cfg, test_set=f"{target.dataset}:{args.split}")
     t0 = time.perf_counter()
@@ -292,11 +328,13 @@ def save(
             ("By budget (median [min-max] over seeds)", grid),
             ("", f"Wall time so far: {total:.0f} s; {len(results)} case(s) of "
                  f"{seeds} seed(s) each; copycat epochs {default_or(args.copycat_epochs)}, "
-                 f"min steps {default_or(args.copycat_min_steps)}."
-                 + note),
+                 f"min steps {default_or(args.copycat_min_steps)}"
+                 + "".join(f", {k} {v}" for k, v in args.copycat_set.items())
+                 + "." + note),
         ],
         data={"budgets": list(budgets), "split": args.split, "seeds": seeds,
-              "targets": cards, "results": results, "total_s": total},
+              "targets": cards, "results": results, "total_s": total,
+              "copycat_set": args.copycat_set},
         info=info,
         command=common.command_line(),
     )  # fmt: skip
