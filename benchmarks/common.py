@@ -337,7 +337,21 @@ def target_summary(folder: Path) -> dict[str, Any]:
         "seed": card.get("extra", {}).get("seed"),
         "test_accuracy": card.get("test_accuracy"),
         "test_macro_f1": card.get("test_macro_f1"),
+        # which build of the target: builds of one recipe on two machines differ, and so do
+        # the copies stolen from them (docs/suite.md)
+        "weights_sha256": weights_digest(folder / "model.safetensors"),
     }
+
+
+def weights_digest(path: Path) -> str | None:
+    """SHA-256 of a weights file (None if there is none, e.g. an HTTP target)."""
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def default_target_epochs(args: argparse.Namespace) -> int | None:

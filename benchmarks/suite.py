@@ -317,13 +317,17 @@ def save(
     )
     info = common.machine_info(args.device, args.threads)
     cards = {n: common.target_summary(f) for n, f in folders.items()}
-    target_rows = [[n, c["arch"], c["epochs"], c["test_accuracy"]] for n, c in cards.items()]
+    target_head = ["target", "arch", "epochs", "test acc", "weights SHA-256"]
+    target_rows = [
+        [n, c["arch"], c["epochs"], c["test_accuracy"], (c["weights_sha256"] or "-")[:12]]
+        for n, c in cards.items()
+    ]
     common.write_results(
         args.out,
         common.result_name("suite", quick=args.quick, tag=args.tag),
         title=f"Steal strength across the suite (NPD pool, top-1 labels, split {args.split})",
         sections=[
-            ("Targets", common.md_table(["target", "arch", "epochs", "test acc"], target_rows)),
+            ("Targets", common.md_table(target_head, target_rows)),
             ("Queries to reach 0.90 / 0.95 of the target", head),
             ("By budget (median [min-max] over seeds)", grid),
             ("", f"Wall time so far: {total:.0f} s; {len(results)} case(s) of "

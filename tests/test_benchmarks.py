@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from .http_support import env_with_src
 
 PEERS = Path(__file__).resolve().parents[1] / "benchmarks" / "peers.py"
@@ -48,3 +50,24 @@ def test_paper_table_ablates_the_default_selection() -> None:
     rows = {label: changes for label, changes in grid}
     others = {"random", "balanced"} - {StealConfig().selection}
     assert others and all(rows[f"NPD, {o} selection"]["steal"]["selection"] == o for o in others)
+
+
+def test_suite_copycat_set_is_checked_before_any_work(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--copycat-set`` values are read as TOML and coerced to TrainConfig's types; a typo
+    stops the run at once, naming the accepted keys."""
+    import runpy
+
+    parse = runpy.run_path(str(PEERS.parent / "suite.py"), run_name="suite")["parse_args"]
+    args = parse(["--copycat-set", "val_fraction=0", "--copycat-set", "arch=cnn-wide"])
+    assert args.copycat_set == {"val_fraction": 0.0, "arch": "cnn-wide"}
+    assert isinstance(args.copycat_set["val_fraction"], float)
+    for bad, says in (
+        ("val_fractio=0", "accepted: ['arch'"),
+        ("epochs=ten", "accepted: an integer"),
+        ("epochs", "expected KEY=VALUE"),
+    ):
+        with pytest.raises(SystemExit):
+            parse(["--copycat-set", bad])
+        assert says in capsys.readouterr().err
