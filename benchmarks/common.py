@@ -339,19 +339,16 @@ def target_summary(folder: Path) -> dict[str, Any]:
         "test_macro_f1": card.get("test_macro_f1"),
         # which build of the target: builds of one recipe on two machines differ, and so do
         # the copies stolen from them (docs/suite.md)
-        "weights_sha256": weights_digest(folder / "model.safetensors"),
+        "weights_sha256": weights_digest(folder),
     }
 
 
-def weights_digest(path: Path) -> str | None:
-    """SHA-256 of a weights file (None if there is none, e.g. an HTTP target)."""
-    if not path.is_file():
-        return None
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def weights_digest(folder: Path) -> str | None:
+    """SHA-256 of a target folder's weights (None if it has none, e.g. an HTTP target)."""
+    from copycat.oracles.local import WEIGHTS_NAME, file_digest
+
+    path = folder / WEIGHTS_NAME
+    return file_digest(path) if path.is_file() else None
 
 
 def default_target_epochs(args: argparse.Namespace) -> int | None:
