@@ -55,7 +55,7 @@ def random_hist(victim_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> l
 
 
 @pytest.mark.parametrize(
-    "selection", ["balanced", "wide", "active", "jacobian", "mixup", "adaptive"]
+    "selection", ["balanced", "wide", "active", "jacobian", "boundary", "mixup", "adaptive"]
 )
 def test_strategy_reaches_rare_classes_far_more_than_random(
     selection: str, victim_dir: Path, random_hist: list[int], tmp_path: Path

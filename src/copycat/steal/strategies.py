@@ -34,6 +34,10 @@ def build_jacobian(**kw: Any) -> InterimSelector:
     return JacobianSelector(refits=4, warm=True, **kw)
 
 
+def build_boundary(**kw: Any) -> InterimSelector:
+    return JacobianSelector(refits=4, warm=True, toward="boundary", **kw)
+
+
 def build_mixup(**kw: Any) -> InterimSelector:
     return MixupSelector(refits=4, warm=True, **kw)
 

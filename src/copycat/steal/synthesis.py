@@ -94,21 +94,34 @@ class JacobianSelector(SynthesisSelector):
     tag = "jacobian"
 
     def __init__(
-        self, *, steps: int = 6, step_size: float = 0.03, share: float = 0.5, **kw: Any
+        self,
+        *,
+        steps: int = 6,
+        step_size: float = 0.03,
+        share: float = 0.5,
+        toward: str = "rare",
+        **kw: Any,
     ) -> None:
         super().__init__(**kw)
         self.steps = steps
         self.step_size = step_size
         self.share = share
+        self.toward = toward
 
     def synthesize(self, cand: Candidates, store: AnswerStore) -> Candidates:
         self.ready(store)
         assert self.model is not None  # fitted by ready()
         hist = self.histogram(store)
         m = max(1, int(len(cand.images) * self.share))
-        rows, classes = assign_balanced(self.probs(cand.images), hist, m)
+        probs = self.probs(cand.images)
+        rows, classes = assign_balanced(probs, hist, m)
         rarest = int(torch.argmin(hist))
         t = torch.tensor([c if c >= 0 else rarest for c in classes], dtype=torch.int64)
+        if self.toward == "boundary":
+            # an image the interim copycat already gives its class is pushed across its nearest
+            # boundary instead (toward its runner-up class), so it is not sent unchanged
+            top2 = probs[rows].topk(2, dim=1).indices
+            t = torch.where(top2[:, 0] == t, top2[:, 1], t)
         pushed = push_toward(
             self.model,
             cand.images[rows],
