@@ -8,7 +8,7 @@ TARGET ?= targets/fmnist
 RUN    ?= runs/demo
 BUDGET ?= 20000
 # NPD images only, less those of the target's own classes (garments: see docs/suite.md)
-POOL   ?= npd:exclude=people/clothing,clothes,shirt,dress,coat,trouser,pants,jeans,sweater,pullover,jacket,shoe,sneaker,sandal,boot,bag,purse,tote
+POOL   ?= npd:exclude=people/clothing,clothes,shirt,dress,coat,trouser,pants,jeans,sweater,pullover,jacket,shoe,sneaker,sandal,boot,bag,purse,tote,jupe,robe.,mannequin
 NPD_PACKAGES := openclipart-png tuxpaint-stamps-default scratch gnome-backgrounds mate-backgrounds
 DEVICE ?= auto
 

@@ -36,15 +36,21 @@ class NpdSet:
     """One set of the built-in NPD images: image files of a Debian package, or drawn.
 
     ``objects``: each file is one object, cropped to it and centred on black (clip-art,
-    stamps, sprites); ``photos``: large photos, each cut into ``crops`` random crops;
-    ``procedural``: drawn by :mod:`copycat.pools.procedural` (no files, no package).
+    stamps, sprites, renders); ``photos``: large photos, each cut into ``crops`` random crops;
+    ``pictures``: photos used whole (their centre square); ``procedural``: drawn by
+    :mod:`copycat.pools.procedural` (no files, no package). With ``archives`` (file name
+    patterns) the images are the members of those archives under the roots whose names end in
+    one of ``members``, unpacked once (:mod:`copycat.pools.archives`).
     """
 
     name: str
     roots: tuple[Path, ...]
-    kind: Literal["objects", "photos", "procedural"]
+    kind: Literal["objects", "photos", "pictures", "procedural"]
     package: str
     crops: int = 0
+    archives: tuple[str, ...] = ()
+    members: tuple[str, ...] = ()
+    member_depth: int = 0  # > 0: only members at most this deep in their archive
 
     @property
     def installed(self) -> bool:
@@ -66,6 +72,25 @@ NPD_SETS: tuple[NpdSet, ...] = (
         "photos",
         "gnome-backgrounds mate-backgrounds",
         crops=48,
+    ),
+    # GCompris' photos (animals, monuments, paintings, objects), packed in Qt resource files
+    NpdSet(
+        "gcompris",
+        (Path("/usr/share/gcompris-qt/rcc"),),
+        "pictures",
+        "gcompris-qt-data",
+        archives=("*.rcc",),
+        members=(".webp", ".jpg", ".jpeg"),
+    ),
+    # Sweet Home 3D's renders of furniture and things (catalogue icons in its zip libraries)
+    NpdSet(
+        "furniture",
+        (Path("/usr/share/sweethome3d/furniture"),),
+        "objects",
+        "sweethome3d-furniture",
+        archives=("*.sh3f",),
+        members=(".png",),
+        member_depth=2,  # LIBRARY/NAME.png; deeper ones are its models' textures
     ),
     NpdSet("strokes", (), "procedural", ""),
     NpdSet("shapes", (), "procedural", ""),
@@ -385,14 +410,38 @@ def exclude_files(files: list[Path], root: Path, words: tuple[str, ...]) -> list
     return [f for f in files if not any(w in str(f.relative_to(root)).lower() for w in words)]
 
 
+def set_roots(npd_set: NpdSet) -> tuple[tuple[Path, ...], Counter[str]]:
+    """The folders that hold an NPD set's image files: its roots, or for a set of archives
+    the one folder they are unpacked into (one sub-folder per archive), with what unpacking
+    skipped."""
+    if not npd_set.archives:
+        return npd_set.roots, Counter()
+    from copycat.pools.archives import unpack
+
+    found = sorted(
+        {f for r in npd_set.roots if r.is_dir() for p in npd_set.archives for f in r.glob(p)}
+    )
+    if not found:
+        return (), Counter()
+    dest = _cache_dir() / "npd-archives" / npd_set.name
+    _, skipped = unpack(found, dest, suffixes=npd_set.members, max_depth=npd_set.member_depth)
+    return (dest,), skipped
+
+
 def npd_set_files(
-    npd_set: NpdSet, *, exclude: tuple[str, ...] = ()
+    npd_set: NpdSet,
+    *,
+    exclude: tuple[str, ...] = (),
+    roots: tuple[tuple[Path, ...], Counter[str]] | None = None,
 ) -> tuple[list[Path], Counter[str]]:
     """The image files of one NPD set that are installed, less those whose path below their
-    root (lower-cased) holds a word of ``exclude`` (images of the target's own classes)."""
+    root (lower-cased) holds a word of ``exclude`` (images of the target's own classes). For
+    a set of archives the path starts with the archive's name (``lang/gcompris/...``).
+    ``roots``: what :func:`set_roots` gave, if the caller has it already."""
     files: list[Path] = []
-    skipped: Counter[str] = Counter()
-    for root in npd_set.roots:
+    folders, unpacked = roots if roots is not None else set_roots(npd_set)
+    skipped = Counter(unpacked)
+    for root in folders:
         if not root.is_dir():
             continue
         # a package folder also holds sounds and texts: those are not skipped images
@@ -418,7 +467,8 @@ def npd_set_source(
 
         drawn, names = procedural_bank(npd_set.name, size=base_size(shape), channels=shape[0])
         return BankSource(npd_set.name, drawn, groups=names)
-    files, skipped = npd_set_files(npd_set, exclude=exclude)
+    roots = set_roots(npd_set)
+    files, skipped = npd_set_files(npd_set, exclude=exclude, roots=roots)
     if not files:
         return None
     bank, bad, groups = build_bank(
@@ -429,7 +479,7 @@ def npd_set_source(
         object_crop=npd_set.kind == "objects",
         tag=f"npd-{npd_set.name}",
         crops=npd_set.crops,
-        roots=npd_set.roots,
+        roots=roots[0],
     )
     skipped.update(bad)
     if len(bank) == 0:

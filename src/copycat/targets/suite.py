@@ -62,8 +62,14 @@ def _target_train(arch: str, epochs: int, *, augment: bool = True) -> TrainConfi
 GARMENT_WORDS = (
     "people/clothing", "clothes", "shirt", "dress", "coat", "trouser", "pants", "jeans",
     "sweater", "pullover", "jacket", "shoe", "sneaker", "sandal", "boot", "bag", "purse", "tote",
+    # Sweet Home 3D's skirt, dress and dressed mannequins (French names); no clip-art file
+    # holds these, so the clip-art pool is unchanged
+    "jupe", "robe.", "mannequin",
 )  # fmt: skip
-DIGIT_WORDS = ("number", "digit", "numeral", "letters", "alphabets", "math", "clock")
+# "words_sample": GCompris' word pictures, which include drawn numerals ("three", "ten")
+DIGIT_WORDS = (
+    "number", "digit", "numeral", "letters", "alphabets", "math", "clock", "words_sample",
+)  # fmt: skip
 EMOJI_WORDS = ("smil", "emoticon", "emoji", "faces")
 
 SUITE: tuple[SuiteTarget, ...] = (
