@@ -61,8 +61,19 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
     # gradient steps on the interim copycat, or mixes of answers from different classes
     "jacobian": {"steal": {"selection": "jacobian"}},
     "mixup": {"steal": {"selection": "mixup"}},
+    # jacobian whose pushes cross the interim copycat's nearest boundary when the image is
+    # already in the class it was picked for
+    "boundary": {"steal": {"selection": "boundary"}},
     # jacobian with a quarter of the budget as the random seed share (half by default)
     "jacobian-seed25": {"steal": {"selection": "jacobian", "seed_fraction": 0.25}},
+    # the packed sets beside clip-art: GCompris' photos and Sweet Home 3D's furniture renders
+    "jacobian-packed": {
+        "steal": {"selection": "jacobian"},
+        "npd": {"sets": ("clipart", "gcompris", "furniture")},
+    },
+    # not an NPD steal: random images of the target's own training split (labels discarded),
+    # the ceiling an NPD pool is measured against
+    "random-pd": {"steal": {"selection": "random"}, "pd": {"pool": True}},
     "jacobian-strokes": {
         "steal": {"selection": "jacobian"},
         "npd": {"sets": ("clipart", "strokes")},
@@ -151,7 +162,10 @@ def one_case(
     run = work / f"{target.name}-{method}-s{seed}"
     changes = {k: dict(v) for k, v in METHODS[method].items()}
     sets = changes.pop("npd", {}).get("sets", ())
-    changes.setdefault("pool", {})["spec"] = target.npd_pool_of(sets)
+    pd = changes.pop("pd", {}).get("pool", False)
+    # a "pd" method queries the target's own training images: a ceiling, not an NPD steal
+    spec = f"pd:{target.dataset}" if pd else target.npd_pool_of(sets)
+    changes.setdefault("pool", {})["spec"] = spec
     changes.setdefault("steal", {})["budget"] = max(budgets)
     if args.copycat_epochs:
         changes.setdefault("train", {})["epochs"] = args.copycat_epochs
