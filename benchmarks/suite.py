@@ -74,6 +74,8 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
     # not an NPD steal: random images of the target's own training split (labels discarded),
     # the ceiling an NPD pool is measured against
     "random-pd": {"steal": {"selection": "random"}, "pd": {"pool": True}},
+    # jacobian with half of the pool images sent whole (no crop, rotation or jitter)
+    "jacobian-whole50": {"steal": {"selection": "jacobian"}, "augment": {"whole": 0.5}},
     "jacobian-strokes": {
         "steal": {"selection": "jacobian"},
         "npd": {"sets": ("clipart", "strokes")},

@@ -92,6 +92,25 @@ def test_augmentation_changes_images_and_can_be_disabled(png_folder: Path) -> No
     assert len({image_id(x) for x in off}) == 20  # 20 readable files, repeated
 
 
+def test_a_share_of_images_is_sent_whole_and_the_rest_as_before() -> None:
+    from copycat.pools.augment import augment_batch
+
+    base = torch.rand(400, 1, 56, 56, generator=torch.Generator().manual_seed(1))
+    plain = augment_batch(base, (1, 28, 28), AugmentConfig(enabled=False), torch.Generator())
+    cfg = AugmentConfig()
+    before = augment_batch(base, (1, 28, 28), cfg, torch.Generator().manual_seed(0))
+    half = augment_batch(
+        base, (1, 28, 28), AugmentConfig(whole=0.5), torch.Generator().manual_seed(0)
+    )
+    whole = (half == plain).flatten(1).all(1)
+    assert 0.4 < float(whole.float().mean()) < 0.6
+    # the others are exactly the images the default would have sent
+    assert torch.equal(half[~whole], before[~whole])
+    assert not (before == plain).flatten(1).all(1).any()
+    with pytest.raises(ConfigError, match="whole"):
+        AugmentConfig(whole=1.5)
+
+
 def test_pd_pool_discards_labels(fmnist_env: Path) -> None:
     imgs = _take("pd:fashion-mnist", (1, 28, 28), 32)
     assert imgs.shape == (32, 1, 28, 28)

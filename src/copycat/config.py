@@ -42,9 +42,11 @@ class AugmentConfig:
     brightness: float = 0.25
     contrast: float = 0.25
     invert: float = 0.0
+    # The share of images sent whole: the full base image, no crop, rotation or jitter.
+    whole: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("hflip", "vflip", "invert"):
+        for name in ("hflip", "vflip", "invert", "whole"):
             v = getattr(self, name)
             _check(0.0 <= v <= 1.0, f"augment.{name}", v, "a probability in [0, 1]")
         _check(0.0 <= self.rotation <= 180.0, "augment.rotation", self.rotation, "0..180 degrees")

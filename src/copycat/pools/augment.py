@@ -60,4 +60,9 @@ def augment_batch(
     contrast = 1 + cfg.contrast * (2 * v[:, 1] - 1)
     mean = out.mean(dim=(1, 2, 3), keepdim=True)
     out = (out - mean) * contrast.view(n, 1, 1, 1) + mean
-    return (out * bright.view(n, 1, 1, 1)).clamp_(0.0, 1.0)
+    out = (out * bright.view(n, 1, 1, 1)).clamp_(0.0, 1.0)
+    if cfg.whole > 0:  # drawn only then, so the other images' draws stay as before
+        keep = (torch.rand(n, generator=gen) < cfg.whole).view(n, 1, 1, 1)
+        plain = F.interpolate(base, size=(h, w), mode="bilinear", antialias=True)
+        out = torch.where(keep, plain, out)
+    return out
