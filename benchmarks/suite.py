@@ -76,6 +76,8 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
     "random-pd": {"steal": {"selection": "random"}, "pd": {"pool": True}},
     # jacobian with half of the pool images sent whole (no crop, rotation or jitter)
     "jacobian-whole50": {"steal": {"selection": "jacobian"}, "augment": {"whole": 0.5}},
+    # jacobian with crops from 15% (not 30%) of the image's area
+    "jacobian-scale15": {"steal": {"selection": "jacobian"}, "augment": {"scale": (0.15, 1.0)}},
     "jacobian-strokes": {
         "steal": {"selection": "jacobian"},
         "npd": {"sets": ("clipart", "strokes")},
