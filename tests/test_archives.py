@@ -4,6 +4,7 @@ unsafe or corrupt members skipped and counted, and drawn as an NPD set like any 
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zipfile
 import zlib
@@ -13,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from copycat.errors import DataError
 from copycat.pools import archives
 from copycat.pools.archives import ArchiveError, rcc_members, safe_member, unpack
 from copycat.pools.sources import NpdSet, npd_set_files, npd_set_source
@@ -156,3 +158,20 @@ def test_a_packed_set_is_drawn_like_a_folder_with_its_exclusions(
     img, names = source.draw_named(2, torch.Generator().manual_seed(0))
     assert img.shape == (2, 1, 56, 56) and names == ["shallow/lib", "shallow/lib"]
     assert int(img.max()) > 0  # the object, cropped and centred, is visible
+
+
+def test_a_cache_that_cannot_be_written_is_an_error_naming_the_fix(
+    packed: Path, tmp_path: Path
+) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the folder should be")
+    with pytest.raises(DataError, match="COPYCAT_CACHE"):
+        unpack([packed / "lib.sh3f"], blocked / "out", suffixes=(".png",))
+    # a write that fails half-way (here: a file where a member's folder must go) is the same
+    # error, and leaves no half-unpacked folder behind to be taken for a finished one
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / f".lib.tmp-{os.getpid()}").write_text("in the way")
+    with pytest.raises(DataError, match="free some space"):
+        unpack([packed / "lib.sh3f"], dest, suffixes=(".png",))
+    assert not (dest / "lib").exists() and not (dest / "lib.json").exists()

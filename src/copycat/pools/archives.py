@@ -20,6 +20,8 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
+from copycat.errors import DataError
+
 log = logging.getLogger(__name__)
 
 # Larger members are skipped: an icon or photo of a package is well under this.
@@ -70,7 +72,10 @@ def rcc_members(path: Path, suffixes: tuple[str, ...]) -> Iterator[tuple[str, by
     a tree of 14-byte nodes (22 from version 2), names as a length, a hash and UTF-16BE, and
     data as a length and the bytes, zlib-compressed behind a 4-byte size when flagged.
     """
-    b = path.read_bytes()
+    try:
+        b = path.read_bytes()
+    except OSError as exc:
+        raise ArchiveError(f"{path}: cannot be read ({exc})") from exc
     if len(b) < 20 or b[:4] != b"qres":
         raise ArchiveError(f"{path}: not a Qt resource file (no 'qres' header)")
 
@@ -136,8 +141,11 @@ def rcc_members(path: Path, suffixes: tuple[str, ...]) -> Iterator[tuple[str, by
 
 def archive_members(path: Path, suffixes: tuple[str, ...]) -> Iterator[tuple[str, bytes | str]]:
     """Members of a zip file or a Qt resource file, told apart by their first bytes."""
-    with path.open("rb") as f:
-        head = f.read(4)
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        raise ArchiveError(f"{path}: cannot be read ({exc})") from exc
     if head == b"qres":
         return rcc_members(path, suffixes)
     if head.startswith(b"PK"):
@@ -155,7 +163,12 @@ def unpack(
     textures of its models in sub-folders)."""
     skipped: Counter[str] = Counter()
     folders: list[Path] = []
-    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(
+            f"cannot unpack archives into {dest} ({exc}); set COPYCAT_CACHE to a writable folder"
+        ) from exc
     for archive in archives:
         st = archive.stat()
         stamp = {
@@ -191,15 +204,21 @@ def unpack(
                     out = tmp / rel
                     out.parent.mkdir(parents=True, exist_ok=True)
                     out.write_bytes(got)
-        except (ArchiveError, OSError) as exc:
+            tmp.mkdir(exist_ok=True)  # an archive with no image still gets its (empty) folder
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(tmp, folder)
+            stamp_file.write_text(json.dumps({"stamp": stamp, "skipped": here}))
+        except ArchiveError as exc:
             log.warning("skipped an archive: %s", exc)
             skipped["corrupt archive"] += 1
             shutil.rmtree(tmp, ignore_errors=True)
             continue
-        tmp.mkdir(exist_ok=True)  # an archive with no image still gets its (empty) folder
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
-        stamp_file.write_text(json.dumps({"stamp": stamp, "skipped": here}))
+        except OSError as exc:  # a full disk or a read-only cache: nothing to skip, a fix
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise DataError(
+                f"could not unpack {archive} into {dest} ({exc}); free some space there or "
+                "set COPYCAT_CACHE to a writable folder with room"
+            ) from exc
         skipped.update(here)
         folders.append(folder)
     return folders, skipped
