@@ -20,7 +20,8 @@ def augment_batch(
     base: torch.Tensor, shape: tuple[int, int, int], cfg: AugmentConfig, gen: torch.Generator
 ) -> torch.Tensor:
     """Random resized crop, rotation and flips in one batched affine resample, then photometric
-    jitter. ``base`` is float (N, C, S, S) in [0, 1]; returns float (N, C, H, W) in [0, 1]."""
+    jitter; a ``cfg.whole`` share of the images is sent whole instead (only resized). ``base``
+    is float (N, C, S, S) in [0, 1]; returns float (N, C, H, W) in [0, 1]."""
     n, _, h, w = base.shape[0], *shape
     if not cfg.enabled:
         return F.interpolate(
@@ -63,6 +64,8 @@ def augment_batch(
     out = (out * bright.view(n, 1, 1, 1)).clamp_(0.0, 1.0)
     if cfg.whole > 0:  # drawn only then, so the other images' draws stay as before
         keep = (torch.rand(n, generator=gen) < cfg.whole).view(n, 1, 1, 1)
-        plain = F.interpolate(base, size=(h, w), mode="bilinear", antialias=True)
+        plain = F.interpolate(
+            base, size=(h, w), mode="bilinear", antialias=True, align_corners=False
+        )
         out = torch.where(keep, plain, out)
     return out

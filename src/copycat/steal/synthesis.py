@@ -19,7 +19,7 @@ Every synthesized image is a valid uint8 image; the store keeps the exact bytes 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -89,7 +89,11 @@ class SynthesisSelector(InterimSelector):
 
 
 class JacobianSelector(SynthesisSelector):
-    """Balanced picks among pool candidates and copies of them pushed toward rare classes."""
+    """Balanced picks among pool candidates and copies of them pushed toward rare classes.
+
+    ``toward="boundary"``: a candidate the interim copycat already gives the class it was
+    picked for is pushed across its nearest boundary (toward its runner-up class) instead.
+    """
 
     tag = "jacobian"
 
@@ -99,9 +103,11 @@ class JacobianSelector(SynthesisSelector):
         steps: int = 6,
         step_size: float = 0.03,
         share: float = 0.5,
-        toward: str = "rare",
+        toward: Literal["rare", "boundary"] = "rare",
         **kw: Any,
     ) -> None:
+        if toward not in ("rare", "boundary"):
+            raise ValueError(f"toward={toward!r}; accepted: 'rare' or 'boundary'")
         super().__init__(**kw)
         self.steps = steps
         self.step_size = step_size
