@@ -82,6 +82,12 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
         "steal": {"selection": "jacobian"},
         "npd": {"sets": ("clipart", "strokes")},
     },
+    # pen strokes alone, and strokes beside every set of objects (a handwriting target's pools)
+    "jacobian-strokes-only": {"steal": {"selection": "jacobian"}, "npd": {"sets": ("strokes",)}},
+    "jacobian-strokes-objects": {
+        "steal": {"selection": "jacobian"},
+        "npd": {"sets": ("clipart", "stamps", "sprites", "strokes")},
+    },
 }
 QUICK = {"budgets": "500,1k,2k", "copycat_epochs": 4, "seeds": 1}
 FULL = {"budgets": "1k,2k,5k,10k,20k", "copycat_epochs": None, "seeds": 3}
