@@ -120,7 +120,13 @@ class AnswerStore:
         if self._conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
+                # Shared across the oracle's threads under self._lock. No statement cache: a
+                # cached statement is shared by every cursor that runs the same SQL, and a
+                # cursor freed after the lock is released resets it under another thread
+                # (sqlite3.InterfaceError "bad parameter or other API misuse"; CPython #118172).
+                conn = sqlite3.connect(
+                    self.path, timeout=30.0, check_same_thread=False, cached_statements=0
+                )
                 conn.execute("PRAGMA journal_mode=WAL")
                 # FULL: a committed batch survives power loss too, not only a killed process.
                 conn.execute("PRAGMA synchronous=FULL")
@@ -274,6 +280,7 @@ class AnswerStore:
                 rows,
             )
             written = int(cur.rowcount)
+            cur.close()  # inside the lock (see conn)
             if request is not None:
                 conn.execute(
                     "UPDATE requests SET outcome = 'answered', closed_at = ? WHERE seq = ?",
@@ -315,7 +322,9 @@ class AnswerStore:
                 "INSERT INTO requests (attempt, images, ids, sent_at) VALUES (?, ?, ?, ?)",
                 (attempt, n, ",".join(ids), time.time()),
             )
-            return int(cur.lastrowid or 0)
+            seq = int(cur.lastrowid or 0)
+            cur.close()  # inside the lock (see conn)
+            return seq
 
     def close_request(self, request: int, outcome: str) -> None:
         """Close an attempt that brought no answer to store, with its ``outcome``."""
