@@ -16,6 +16,11 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return x.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
 
 
+def resize(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Float images (N, C, S, S) resized to (N, C, h, w), antialiased: an image sent whole."""
+    return F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+
+
 def augment_batch(
     base: torch.Tensor, shape: tuple[int, int, int], cfg: AugmentConfig, gen: torch.Generator
 ) -> torch.Tensor:
@@ -24,9 +29,7 @@ def augment_batch(
     is float (N, C, S, S) in [0, 1]; returns float (N, C, H, W) in [0, 1]."""
     n, _, h, w = base.shape[0], *shape
     if not cfg.enabled:
-        return F.interpolate(
-            base, size=(h, w), mode="bilinear", antialias=True, align_corners=False
-        )
+        return resize(base, h, w)
     u = torch.rand(n, 8, generator=gen)
     if cfg.invert > 0:
         flip = (u[:, 0] < cfg.invert).view(n, 1, 1, 1)
@@ -64,8 +67,5 @@ def augment_batch(
     out = (out * bright.view(n, 1, 1, 1)).clamp_(0.0, 1.0)
     if cfg.whole > 0:  # drawn only then, so the other images' draws stay as before
         keep = (torch.rand(n, generator=gen) < cfg.whole).view(n, 1, 1, 1)
-        plain = F.interpolate(
-            base, size=(h, w), mode="bilinear", antialias=True, align_corners=False
-        )
-        out = torch.where(keep, plain, out)
+        out = torch.where(keep, resize(base, h, w), out)
     return out
