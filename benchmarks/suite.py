@@ -112,6 +112,14 @@ def parse_args(argv: list[str] | None = None) -> Any:
         help="any other [train] field of the copycats, e.g. val_fraction=0 or arch=cnn-wide "
         "(TOML values; repeat for more)",
     )
+    p.add_argument(
+        "--copycat-ensemble",
+        type=int,
+        default=1,
+        metavar="N",
+        help="also score N copycats of the largest budget (seeds s, s+1000, ...) averaged: "
+        "their mean probabilities, beside the first alone",
+    )
     p.add_argument("--targets-dir", type=Path, default=None, help="where suite targets live")
     args = p.parse_args(argv)
     args.copycat_set = train_changes(args.copycat_set, p)
@@ -167,6 +175,7 @@ def one_case(
     work: Path,
 ) -> dict[str, Any]:
     """Steal the largest budget, then the budget curve of that run."""
+    from copycat.evaluate.curve import GOALS, queries_to_reach
     from copycat.pipeline import curve_stage, steal_stage
 
     run = work / f"{target.name}-{method}-s{seed}"
@@ -187,7 +196,17 @@ def one_case(
     t0 = time.perf_counter()
     summary = steal_stage(cfg)
     steal_s = time.perf_counter() - t0
-    curve = curve_stage(cfg, budgets=budgets)
+    ensemble: dict[str, Any] | None = None
+    if args.copycat_ensemble > 1:
+        # the largest budget's point is the ensemble's first member (the copy the curve would
+        # train), so it is not trained twice
+        below = tuple(b for b in budgets if b < max(budgets))
+        points = list(curve_stage(cfg, budgets=below).points) if below else []
+        first, ensemble, target_accuracy = ensemble_case(cfg, args.copycat_ensemble)
+        points.append(first)
+    else:
+        curve = curve_stage(cfg, budgets=budgets)
+        points, target_accuracy = list(curve.points), curve.target_accuracy
     hist = summary.label_histogram
     return {
         "target": target.name,
@@ -197,17 +216,80 @@ def one_case(
         # a finished run of the same steal under --work is reused: nothing sent this time
         "steal_reused": summary.queried_now == 0,
         "rarest_share": min(hist) / max(1, sum(hist)),
-        "target_accuracy": curve.target_accuracy,
-        "queries_to": curve.queries_to,
+        "target_accuracy": target_accuracy,
+        "queries_to": {f"{g:.2f}": queries_to_reach(points, g) for g in GOALS},
         "points": [
             {
                 **dataclasses.asdict(p),
                 # the cost of this point alone: its share of the steal plus its training
                 "wall_s": steal_s * p.answers / max(budgets) + p.train_seconds,
             }
-            for p in curve.points
+            for p in points
         ],
+        **({"ensemble": ensemble} if ensemble else {}),
     }
+
+
+def ensemble_case(cfg: Any, n: int) -> tuple[Any, dict[str, Any], float]:
+    """``n`` copycats of the whole store (seeds ``s + 1000 i``), each scored alone and their
+    mean probabilities scored together: (the first member's curve point, the ensemble's
+    record, the target's accuracy on the test set)."""
+    import torch
+
+    from copycat.data.datasets import load_labelled
+    from copycat.devices import resolve_device
+    from copycat.evaluate.curve import CurvePoint, fit_prefix
+    from copycat.evaluate.evaluate import oracle_labels
+    from copycat.evaluate.metrics import classification_metrics
+    from copycat.oracles.registry import parse_oracle_spec
+    from copycat.runs import RunDir
+    from copycat.steal.store import AnswerStore
+    from copycat.train.fit import predict
+
+    oracle = parse_oracle_spec(cfg.oracle, output="label")
+    with AnswerStore(RunDir.at(cfg.run_dir).store) as store:
+        data = store.load()
+        k = int(store.meta()["num_classes"])
+    test = load_labelled(cfg.test_set, input_shape=oracle.input_shape)
+    target_pred = oracle_labels(oracle, test.images)
+    t = classification_metrics(test.labels, target_pred, num_classes=k)
+
+    def scored(probs: torch.Tensor) -> tuple[float, float, float]:
+        pred = probs.argmax(1)
+        c = classification_metrics(test.labels, pred, num_classes=k)
+        agreement = float((pred == target_pred).float().mean())
+        return c.accuracy / t.accuracy, c.macro_f1 / t.macro_f1, agreement
+
+    device = resolve_device(cfg.train.device)
+    members, total, seconds = [], torch.zeros(len(test), k), 0.0
+    first: CurvePoint | None = None
+    for i in range(n):
+        train = dataclasses.replace(cfg.train, seed=cfg.train.seed + 1000 * i)
+        model, s = fit_prefix(data.images, data.labels, num_classes=k, config=train)
+        probs = predict(model.to(device), test.images, device=device).softmax(1)
+        total += probs
+        seconds += s
+        perf, f1, agreement = scored(probs)
+        members.append({"performance_accuracy": perf, "agreement": agreement, "train_s": s})
+        if first is None:
+            first = CurvePoint(
+                answers=len(data.labels),
+                copycat_accuracy=perf * t.accuracy,
+                performance_accuracy=perf,
+                performance_macro_f1=f1,
+                agreement=agreement,
+                train_seconds=s,
+            )
+    perf, f1, agreement = scored(total / n)
+    record = {
+        "members": members,
+        "performance_accuracy": perf,
+        "performance_macro_f1": f1,
+        "agreement": agreement,
+        "train_s": seconds,
+    }
+    assert first is not None
+    return first, record, t.accuracy
 
 
 def default_or(value: int | None) -> str:
@@ -278,6 +360,45 @@ def tables(results: list[dict[str, Any]], budgets: tuple[int, ...]) -> tuple[str
         heads,
     )
     return head, grid
+
+
+def ensemble_table(results: list[dict[str, Any]]) -> str:
+    """The first copycat alone against the ensemble of the largest budget, per seed."""
+    by_case: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in results:
+        if "ensemble" in r:
+            by_case.setdefault((r["target"], r["method"]), []).append(r)
+    rows = []
+    for (tname, method), runs in by_case.items():
+        alone = [r["points"][-1]["performance_accuracy"] for r in runs]
+        together = [r["ensemble"]["performance_accuracy"] for r in runs]
+        rows.append(
+            [
+                tname,
+                method,
+                len(runs[0]["ensemble"]["members"]),
+                spread(alone),
+                spread(together),
+                ", ".join(f"{b - a:+.3f}" for a, b in zip(alone, together, strict=True)),
+                spread([r["points"][-1]["agreement"] for r in runs]),
+                spread([r["ensemble"]["agreement"] for r in runs]),
+                spread([r["ensemble"]["train_s"] for r in runs]),
+            ]
+        )
+    return common.md_table(
+        [
+            "target",
+            "method",
+            "copycats",
+            "performance, first alone",
+            "performance, ensemble",
+            "change by seed",
+            "agreement, alone",
+            "agreement, ensemble",
+            "training s (all)",
+        ],
+        rows,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -354,6 +475,11 @@ def save(
             ("Targets", common.md_table(target_head, target_rows)),
             ("Queries to reach 0.90 / 0.95 of the target", head),
             ("By budget (median [min-max] over seeds)", grid),
+            *(
+                [("Ensembles of the largest budget", ensemble_table(results))]
+                if any("ensemble" in r for r in results)
+                else []
+            ),
             ("", f"Wall time so far: {total:.0f} s; {len(results)} case(s) of "
                  f"{seeds} seed(s) each; copycat epochs {default_or(args.copycat_epochs)}, "
                  f"min steps {default_or(args.copycat_min_steps)}"
@@ -362,7 +488,7 @@ def save(
         ],
         data={"budgets": list(budgets), "split": args.split, "seeds": seeds,
               "targets": cards, "results": results, "total_s": total,
-              "copycat_set": args.copycat_set},
+              "copycat_set": args.copycat_set, "copycat_ensemble": args.copycat_ensemble},
         info=info,
         command=common.command_line(),
     )  # fmt: skip
