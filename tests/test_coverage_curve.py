@@ -35,6 +35,7 @@ def test_rare_classes_are_warned(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="copycat.steal.coverage"):
         lines = warn_rare(class_coverage([995, 5, 0], class_names=["a", "b", "c"]))
     assert len(lines) == 2 and "never answered c" in caplog.text and "b 5 of 1000" in caplog.text
+    assert all("npd:sets=" in line and "folder:PATH" in line for line in lines)  # the fix named
     assert warn_rare(class_coverage([50, 50])) == []
 
 

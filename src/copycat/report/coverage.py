@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from copycat.steal.coverage import class_coverage, ratio_text
+from copycat.steal.coverage import WIDEN_POOL, class_coverage, ratio_text
 
 
 def coverage_lines(hist: list[int], names: list[str]) -> list[str]:
@@ -23,13 +23,13 @@ def coverage_lines(hist: list[int], names: list[str]) -> list[str]:
     if cov.missing:
         lines += [
             f"> **Warning:** the oracle never answered {', '.join(cov.missing)}: the copy "
-            "cannot learn these classes.",
+            f"cannot learn these classes. {WIDEN_POOL}.",
             "",
         ]
     if cov.rare:
         lines += [
             f"> **Warning:** {', '.join(cov.rare)} each hold under {cov.rare_share:.0%} of the "
-            "answers: the copy learns them poorly.",
+            f"answers: the copy learns them poorly. {WIDEN_POOL}.",
             "",
         ]
     return lines
