@@ -185,3 +185,45 @@ def test_folder_pool_names_each_image_by_its_top_folder(png_folder: Path) -> Non
     pool = build_pool(PoolConfig(spec=f"folder:{png_folder}"), shape=(1, 28, 28))
     names = set(next(pool.batches(200)).sources)
     assert names == {f"folder:{png_folder}", f"folder:{png_folder}/sub"}
+
+
+def _object_pngs(tmp_path: Path) -> tuple[Path, Path]:
+    """A red disc on a transparent page, and a blue square on an opaque white page."""
+    disc = Image.new("RGBA", (40, 40), (0, 0, 0, 0))
+    for y in range(40):
+        for x in range(40):
+            if (x - 20) ** 2 + (y - 20) ** 2 < 144:
+                disc.putpixel((x, y), (220, 20, 20, 255))
+    square = Image.new("RGB", (40, 40), (255, 255, 255))
+    square.paste((20, 40, 200), (8, 12, 32, 28))
+    disc.save(tmp_path / "disc.png")
+    square.save(tmp_path / "square.png")
+    return tmp_path / "disc.png", tmp_path / "square.png"
+
+
+@pytest.mark.parametrize("background", ["black", "white"])
+def test_colour_objects_keep_their_colours_on_the_background_asked_for(
+    tmp_path: Path, background: str
+) -> None:
+    from copycat.pools.sources import to_base
+
+    disc, square = _object_pngs(tmp_path)
+    kw = {"size": 24, "max_pixels": 10**6, "object_crop": True, "background": background}
+    red = to_base(disc, channels=3, **kw).int()
+    corner = 0 if background == "black" else 255
+    assert red[:, 0, 0].tolist() == [corner] * 3  # the page is the background asked for
+    assert red[0, 12, 12] > 200 and red[1, 12, 12] < 40 and red[2, 12, 12] < 40  # still red
+    blue = to_base(square, channels=3, **kw).int()
+    assert blue[2, 12, 12] > 150 and blue[0, 12, 12] < 60  # an opaque image is not inverted
+    grey = to_base(disc, channels=1, **kw).int()
+    # a grey target's objects are drawn bright on black (inverted), as they are on white
+    assert grey[0, 0, 0] == corner and (grey[0, 12, 12] > 150) == (background == "black")
+
+
+def test_npd_background_option_parses_and_refuses_with_the_fix() -> None:
+    from copycat.pools.sources import parse_npd_arg
+
+    assert parse_npd_arg("sets=clipart")["background"] == ("black",)
+    assert parse_npd_arg("exclude=shirt;background=white")["background"] == ("white",)
+    with pytest.raises(DataError, match=r"background=black .* or background=white"):
+        parse_npd_arg("background=grey")

@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 OPENCLIPART_DIR = Path("/usr/share/openclipart/png")
 # Bump when to_base or photo_crops change what they make, so stale caches are not reused.
 BANK_VERSION = 3
+# What object images are centred on (see to_base); the pool option npd:background=
+Background = Literal["black", "white"]
+BACKGROUNDS: tuple[Background, ...] = ("black", "white")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,15 +124,24 @@ def list_images(root: Path) -> tuple[list[Path], Counter[str]]:
 
 
 def to_base(
-    path: Path, *, channels: int, size: int, max_pixels: int, object_crop: bool
+    path: Path,
+    *,
+    channels: int,
+    size: int,
+    max_pixels: int,
+    object_crop: bool,
+    background: Background = "black",
 ) -> torch.Tensor:
     """Decode one file to a (C, size, size) uint8 base image.
 
-    With ``object_crop`` the image is cropped to its object and padded to a black square, so
-    clip-art looks like a centred object on a plain background (as in Fashion-MNIST). The
-    object is the opaque part of a transparent image, drawn bright: it is composited onto
-    white and inverted, so black line art and dark fills stay visible. An opaque image is
-    cropped to what differs from its corner colour.
+    With ``object_crop`` the image is cropped to its object and centred on a square of
+    ``background``, so clip-art looks like an object on a plain background (as in
+    Fashion-MNIST or an emoji set). The object is the opaque part of a transparent image; an
+    opaque image is cropped to what differs from its corner colour. On black, a grey target's
+    objects are drawn bright (composited onto white and inverted, so black line art and dark
+    fills stay visible, and a light opaque image is inverted), while a colour target's keep
+    their own colours: an inverted colour image is one no real target sees (a cyan strawberry).
+    On white, objects are drawn as they are (a dark grey opaque image is inverted).
     """
     from PIL import Image, ImageChops, ImageOps
 
@@ -140,24 +152,31 @@ def to_base(
         background=None if object_crop else 0,
     )
     if object_crop:
+        bright = background == "black" and channels == 1  # grey objects drawn bright on black
+        fill: tuple[int, int, int] = (0, 0, 0) if background == "black" else (255, 255, 255)
         if img.mode == "RGBA":
             alpha = img.getchannel("A")
             box = alpha.point(lambda v: 255 if v > 16 else 0).getbbox()
-            white = Image.new("RGB", img.size, (255, 255, 255))
-            white.paste(img, mask=alpha)
-            img = ImageOps.invert(white)
+            under = Image.new("RGB", img.size, (255, 255, 255) if bright else fill)
+            under.paste(img, mask=alpha)
+            img = ImageOps.invert(under) if bright else under
         else:
             corner = Image.new("RGB", img.size, img.getpixel((0, 0)))
             diff = ImageChops.difference(img, corner).convert("L")
             box = diff.point(lambda v: 255 if v > 24 else 0).getbbox()
-            # A light background is made dark, as in the target's domain.
-            if np.asarray(img.convert("L"))[0, 0] > 127:
+            light = bool(np.asarray(img.convert("L"))[0, 0] > 127)
+            if channels == 1 and light == (background == "black"):
+                # a grey image's background is made the one asked for, as in the target's
+                # domain; a colour image keeps its colours (and its own background)
                 img = ImageOps.invert(img)
+            elif channels != 1:
+                r, g, b = np.asarray(img)[0, 0, :3].tolist()
+                fill = (r, g, b)
         if box is None:
             raise ImageDecodeError("blank", str(path))
         img = img.crop(box)
         side = max(img.size)
-        canvas = Image.new("RGB", (side, side))
+        canvas = Image.new("RGB", (side, side), fill)
         canvas.paste(img, ((side - img.size[0]) // 2, (side - img.size[1]) // 2))
         img = canvas.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
     else:
@@ -319,6 +338,7 @@ def build_bank(
     tag: str,
     crops: int = 0,
     roots: tuple[Path, ...] = (),
+    background: Background = "black",
 ) -> tuple[torch.Tensor, Counter[str], list[str]]:
     """Decode ``files`` in parallel into one bank, cached on disk by content key. With
     ``crops`` each file gives that many random crops (:func:`photo_crops`) instead of one
@@ -333,6 +353,7 @@ def build_bank(
                 size,
                 max_pixels,
                 object_crop,
+                background,
                 crops,
                 [(str(f), f.stat().st_size) for f in files],
             ]
@@ -362,7 +383,12 @@ def build_bank(
                 return photo_crops(f, channels=channels, size=size, max_pixels=max_pixels, n=crops)
             return [
                 to_base(
-                    f, channels=channels, size=size, max_pixels=max_pixels, object_crop=object_crop
+                    f,
+                    channels=channels,
+                    size=size,
+                    max_pixels=max_pixels,
+                    object_crop=object_crop,
+                    background=background,
                 )
             ]
         except ImageDecodeError as exc:
@@ -458,7 +484,12 @@ def npd_set_files(
 
 
 def npd_set_source(
-    npd_set: NpdSet, *, shape: tuple[int, int, int], max_pixels: int, exclude: tuple[str, ...] = ()
+    npd_set: NpdSet,
+    *,
+    shape: tuple[int, int, int],
+    max_pixels: int,
+    exclude: tuple[str, ...] = (),
+    background: Background = "black",
 ) -> BankSource | None:
     """The bank of one NPD set, or None when none of its files is installed. A procedural
     set is drawn, not read: ``exclude`` does not apply to it (it holds no picture)."""
@@ -477,6 +508,7 @@ def npd_set_source(
         size=base_size(shape),
         max_pixels=max_pixels,
         object_crop=npd_set.kind == "objects",
+        background=background,
         tag=f"npd-{npd_set.name}",
         crops=npd_set.crops,
         roots=roots[0],
@@ -522,18 +554,24 @@ def npd_source(
     max_pixels: int,
     exclude: tuple[str, ...] = (),
     sets: tuple[str, ...] = DEFAULT_NPD_SETS,
+    background: Background = "black",
 ) -> BankSource | WeightedSource:
     """The built-in non-problem-domain pool: the installed sets of :data:`NPD_SETS` named in
     ``sets`` (``("all",)``: every one), each drawn from equally often. Files whose path holds
     a word of ``exclude`` are left out (e.g. ``clothing`` when the target classifies
-    garments). The default is the clip-art set (with scikit-image's photos): over the suite's
-    validation splits the other sets helped some targets and hurt others (docs/suite.md)."""
+    garments); objects are centred on ``background`` (:func:`to_base`). The default is the
+    clip-art set (with scikit-image's photos): over the suite's validation splits the other
+    sets helped some targets and hurt others (docs/suite.md)."""
     names = {s.name for s in NPD_SETS} if "all" in sets else set(sets)
     chosen = [s for s in NPD_SETS if s.name in names]
     built = [
         src
         for s in chosen
-        if (src := npd_set_source(s, shape=shape, max_pixels=max_pixels, exclude=exclude))
+        if (
+            src := npd_set_source(
+                s, shape=shape, max_pixels=max_pixels, exclude=exclude, background=background
+            )
+        )
     ]
     missing = [s.package for s in chosen if not s.installed]
     if missing:
@@ -554,18 +592,24 @@ def npd_source(
 
 
 def parse_npd_arg(arg: str) -> dict[str, tuple[str, ...]]:
-    """``exclude=W,W`` and/or ``sets=A,B`` joined by ``;`` (``npd:sets=clipart,photos``)."""
-    out: dict[str, tuple[str, ...]] = {"sets": DEFAULT_NPD_SETS}
+    """``exclude=W,W``, ``sets=A,B`` and/or ``background=black|white`` joined by ``;``
+    (``npd:sets=clipart,photos``)."""
+    out: dict[str, tuple[str, ...]] = {"sets": DEFAULT_NPD_SETS, "background": ("black",)}
     seen: set[str] = set()
     for item in filter(None, arg.split(";")):
         key, _, words = item.partition("=")
-        if key not in ("exclude", "sets") or key in seen:
+        if key not in ("exclude", "sets", "background") or key in seen:
             raise DataError(
                 f"pool npd:{arg} is invalid; use npd, npd:exclude=WORD,WORD"
-                " or npd:sets=SET,SET;exclude=WORD"
+                " or npd:sets=SET,SET;exclude=WORD;background=black|white"
             )
         seen.add(key)
         out[key] = tuple(w.strip().lower() for w in words.split(",") if w.strip())
+    if len(out["background"]) != 1 or out["background"][0] not in BACKGROUNDS:
+        raise DataError(
+            f"pool npd:{arg}: background={','.join(out['background'])} is unknown; use "
+            "background=black (objects on black, the default) or background=white"
+        )
     unknown = [s for s in out["sets"] if s not in {n.name for n in NPD_SETS} | {"all"}]
     if unknown or not out["sets"]:
         raise DataError(
@@ -608,13 +652,16 @@ def build_npd(
 ) -> BankSource | WeightedSource:
     """``npd``: the clip-art set (:data:`DEFAULT_NPD_SETS`); ``npd:sets=clipart,photos`` (or
     ``sets=all``) draws equally from those sets; ``npd:exclude=WORD,...`` leaves out files
-    whose path holds one of the words (images of the target's own classes)."""
+    whose path holds one of the words (images of the target's own classes);
+    ``npd:background=white`` centres objects on white instead of black."""
     opts = parse_npd_arg(arg)
+    background: Background = "white" if opts["background"] == ("white",) else "black"
     return npd_source(
         shape=shape,
         max_pixels=max_pixels,
         exclude=opts.get("exclude", ()),
         sets=opts["sets"],
+        background=background,
     )
 
 
