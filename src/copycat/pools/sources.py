@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 OPENCLIPART_DIR = Path("/usr/share/openclipart/png")
 # Bump when to_base or photo_crops change what they make, so stale caches are not reused.
-BANK_VERSION = 3
+BANK_VERSION = 4  # 4: colour objects keep their colours
 # What object images are centred on (see to_base); the pool option npd:background=
 Background = Literal["black", "white"]
 BACKGROUNDS: tuple[Background, ...] = ("black", "white")
