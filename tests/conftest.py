@@ -5,7 +5,6 @@ at import time."""
 from __future__ import annotations
 
 import gzip
-import os
 from pathlib import Path
 
 import numpy as np
@@ -124,7 +123,8 @@ def png_folder(tmp_path: Path) -> Path:
     Image.fromarray(rng.integers(0, 256, (30, 30, 3), dtype=np.uint8)).save(root / "img.tiff")
     good = (root / "rgb0.png").read_bytes()
     (root / "truncated.png").write_bytes(good[: len(good) // 2])
-    (root / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))
+    # seeded: unseeded bytes were now and then read as a PNG with bad chunks ("corrupt")
+    (root / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + rng.bytes(200))
     (root / "empty.jpg").write_bytes(b"")
     (root / "notes.txt").write_text("not an image")
     (root / "fake.png").write_text("plain text with an image suffix")
