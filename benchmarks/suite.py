@@ -88,6 +88,13 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
         "steal": {"selection": "jacobian"},
         "npd": {"sets": ("clipart", "stamps", "sprites", "strokes")},
     },
+    # jacobian's synthesis knobs (steal.synth_share, synth_steps, synth_step_size, refits), one
+    # at a time from the default (0.5 of each batch synthesized, 6 steps of 0.03, 4 refits)
+    "jacobian-synth25": {"steal": {"selection": "jacobian", "synth_share": 0.25}},
+    "jacobian-synth75": {"steal": {"selection": "jacobian", "synth_share": 0.75}},
+    "jacobian-steps12": {"steal": {"selection": "jacobian", "synth_steps": 12}},
+    "jacobian-step06": {"steal": {"selection": "jacobian", "synth_step_size": 0.06}},
+    "jacobian-refits8": {"steal": {"selection": "jacobian", "refits": 8}},
 }
 QUICK = {"budgets": "500,1k,2k", "copycat_epochs": 4, "seeds": 1}
 FULL = {"budgets": "1k,2k,5k,10k,20k", "copycat_epochs": None, "seeds": 3}

@@ -4,7 +4,9 @@ within the exact budget, and every synthesized image is stored exactly as it was
 
 from __future__ import annotations
 
+import re
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,7 @@ from copycat.steal.registry import SELECTIONS
 from copycat.steal.selection import InterimSelector
 from copycat.steal.store import AnswerStore
 from copycat.steal.strategies import build_selector
-from copycat.steal.synthesis import k_center, mix_pairs, push_toward
+from copycat.steal.synthesis import JacobianSelector, k_center, mix_pairs, push_toward
 from copycat.train.models import init_model
 
 from .conftest import SHAPE, RecordingOracle, rule_images
@@ -82,6 +84,45 @@ def test_strong_strategies_triple_the_rarest_classes(
         hist, _, _ = run(victim_dir, selection, tmp_path)
         assert rarest(hist) >= 3 * rarest(random_hist), (selection, hist, random_hist)
         assert min(hist) >= 3 * max(min(random_hist), 1), (selection, hist, random_hist)
+
+
+def test_synthesis_knobs_set_the_share_of_pushed_images_sent(
+    victim_dir: Path, tmp_path: Path
+) -> None:
+    """steal.synth_share caps the pushed images in each batch, steal.refits sets the interim
+    copycat's fits; an unset knob keeps the strategy's own number."""
+    assert len(build_selector("jacobian", config=CFG, train=TRAIN, num_classes=10)._retrain_at) == 4
+    sent: dict[float, int] = {}
+    for share in (0.0, 0.2):
+        cfg = replace(CFG, synth_share=share, refits=3, synth_steps=4, synth_step_size=0.05)
+        selector = build_selector("jacobian", config=cfg, train=TRAIN, num_classes=10)
+        assert isinstance(selector, JacobianSelector) and len(selector._retrain_at) == 3
+        assert (selector.max_share, selector.steps, selector.step_size) == (share, 4, 0.05)
+        oracle = RecordingOracle(LabelOnly(TorchOracle(victim_dir)))
+        pool = build_pool(PoolConfig(spec="noise"), shape=SHAPE)
+        pool.sources = [BankSource("skewed", skewed_pool())]
+        with AnswerStore(tmp_path / f"{share}.sqlite") as store:
+            steal(oracle, pool, store, config=cfg, selector=selector)
+            sources = [s for _, s in store.labels_and_sources()]
+        assert len(sources) == cfg.budget
+        sent[share] = sum(s.endswith("+jacobian") for s in sources)
+    after_seed = CFG.budget - int(CFG.budget * CFG.seed_fraction)
+    assert sent[0.0] == 0
+    assert 0 < sent[0.2] <= 0.2 * after_seed, sent
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"synth_share": 1.5}, "steal.synth_share"),
+        ({"synth_steps": -1}, "steal.synth_steps"),
+        ({"synth_step_size": 0.0}, "steal.synth_step_size"),
+        ({"refits": 0}, "steal.refits"),
+    ],
+)
+def test_synthesis_knobs_out_of_range_are_refused_by_name(change: dict, named: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        StealConfig(**change)
 
 
 def test_push_toward_moves_images_into_the_target_class_and_stays_uint8() -> None:

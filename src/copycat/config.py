@@ -111,6 +111,15 @@ class StealConfig:
     # that budget would be (its budget curve measures the selection, not just the seed share).
     seed_max: int | None = None
     candidates_per_query: int = 5
+    # How often the interim copycat is fitted over a run (None: the selection's own number,
+    # e.g. 4 for jacobian, 2 for balanced; see copycat.steal.strategies).
+    refits: int | None = None
+    # Synthesis (jacobian, boundary, mixup): at most this share of each batch of queries is made
+    # of synthesized images; jacobian's pushes take synth_steps signed-gradient steps on the
+    # interim copycat, each synth_step_size of the pixel range.
+    synth_share: float = 0.5
+    synth_steps: int = 6
+    synth_step_size: float = 0.03
     # hard cap on images that may be billed (retries and every run included); None: no cap
     max_billed: int | None = None
 
@@ -142,6 +151,20 @@ class StealConfig:
             "steal.candidates_per_query",
             self.candidates_per_query,
             ">= 1",
+        )
+        _check(
+            self.refits is None or 1 <= self.refits <= 1000,
+            "steal.refits",
+            self.refits,
+            "an integer in 1..1000, or None for the selection's own number",
+        )
+        _check(0.0 <= self.synth_share <= 1.0, "steal.synth_share", self.synth_share, "[0, 1]")
+        _check(0 <= self.synth_steps <= 1000, "steal.synth_steps", self.synth_steps, "0..1000")
+        _check(
+            0.0 < self.synth_step_size <= 1.0,
+            "steal.synth_step_size",
+            self.synth_step_size,
+            "(0, 1], a fraction of the pixel range",
         )
 
 

@@ -1,7 +1,8 @@
 """Builders of the ``--selection`` strategies listed in :mod:`copycat.steal.registry`.
 
 Strategies that need an interim copycat all start with the random seed share of the budget
-(``seed_fraction``); each builder fixes how many candidates it scores and how often it refits.
+(``seed_fraction``); each builder fixes how many candidates it scores and how often it refits
+(``steal.refits`` overrides the latter).
 """
 
 from __future__ import annotations
@@ -17,29 +18,35 @@ def build_random(**_: Any) -> None:
     return None
 
 
+def _refits(kw: dict[str, Any], own: int) -> int:
+    """``steal.refits`` when set, else the strategy's own number."""
+    chosen: int | None = kw["config"].refits
+    return own if chosen is None else chosen
+
+
 def build_balanced(**kw: Any) -> InterimSelector:
-    return BalancedSelector(**kw)
+    return BalancedSelector(refits=_refits(kw, 2), **kw)
 
 
 def build_wide(**kw: Any) -> InterimSelector:
     # candidates are free: score 4x more of them, and refit often (warm, so refits stay cheap)
-    return BalancedSelector(oversample=20, refits=6, warm=True, **kw)
+    return BalancedSelector(oversample=20, refits=_refits(kw, 6), warm=True, **kw)
 
 
 def build_active(**kw: Any) -> InterimSelector:
-    return ActiveSelector(refits=4, warm=True, **kw)
+    return ActiveSelector(refits=_refits(kw, 4), warm=True, **kw)
 
 
 def build_jacobian(**kw: Any) -> InterimSelector:
-    return JacobianSelector(refits=4, warm=True, **kw)
+    return JacobianSelector(refits=_refits(kw, 4), warm=True, **kw)
 
 
 def build_boundary(**kw: Any) -> InterimSelector:
-    return JacobianSelector(refits=4, warm=True, toward="boundary", **kw)
+    return JacobianSelector(refits=_refits(kw, 4), warm=True, toward="boundary", **kw)
 
 
 def build_mixup(**kw: Any) -> InterimSelector:
-    return MixupSelector(refits=4, warm=True, **kw)
+    return MixupSelector(refits=_refits(kw, 4), warm=True, **kw)
 
 
 def build_adaptive(**kw: Any) -> InterimSelector:

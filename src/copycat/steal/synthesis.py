@@ -68,13 +68,14 @@ def push_toward(
 class SynthesisSelector(InterimSelector):
     """Balanced picks with at most ``max_share`` of each batch from synthesized candidates
     (their sources end in ``+tag``): the interim copycat is surest about exactly the images
-    made for it, so a cap keeps the oracle's view anchored in the pool."""
+    made for it, so a cap keeps the oracle's view anchored in the pool. ``None``: the config's
+    ``steal.synth_share``."""
 
     tag = "synth"
 
-    def __init__(self, *, max_share: float = 0.5, **kw: Any) -> None:
+    def __init__(self, *, max_share: float | None = None, **kw: Any) -> None:
         super().__init__(**kw)
-        self.max_share = max_share
+        self.max_share = self.config.synth_share if max_share is None else max_share
 
     def pick(self, cand: Candidates, k: int, store: AnswerStore) -> torch.Tensor:
         synth = torch.tensor([s.endswith("+" + self.tag) for s in cand.sources], dtype=torch.bool)
@@ -93,6 +94,8 @@ class JacobianSelector(SynthesisSelector):
 
     ``toward="boundary"``: a candidate the interim copycat already gives the class it was
     picked for is pushed across its nearest boundary (toward its runner-up class) instead.
+    ``steps`` and ``step_size`` default to the config's ``steal.synth_steps`` and
+    ``steal.synth_step_size``; ``share`` of the candidates are pushed.
     """
 
     tag = "jacobian"
@@ -100,8 +103,8 @@ class JacobianSelector(SynthesisSelector):
     def __init__(
         self,
         *,
-        steps: int = 6,
-        step_size: float = 0.03,
+        steps: int | None = None,
+        step_size: float | None = None,
         share: float = 0.5,
         toward: Literal["rare", "boundary"] = "rare",
         **kw: Any,
@@ -109,8 +112,8 @@ class JacobianSelector(SynthesisSelector):
         if toward not in ("rare", "boundary"):
             raise ValueError(f"toward={toward!r}; accepted: 'rare' or 'boundary'")
         super().__init__(**kw)
-        self.steps = steps
-        self.step_size = step_size
+        self.steps = self.config.synth_steps if steps is None else steps
+        self.step_size = self.config.synth_step_size if step_size is None else step_size
         self.share = share
         self.toward = toward
 
