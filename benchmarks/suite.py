@@ -88,13 +88,19 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
         "steal": {"selection": "jacobian"},
         "npd": {"sets": ("clipart", "stamps", "sprites", "strokes")},
     },
-    # jacobian's synthesis knobs (steal.synth_share, synth_steps, synth_step_size, refits), one
+    # jacobian's synthesis knobs (steal.synth_share, synth_steps, synth_step_size, refits,
+    # synth_confidence), one
     # at a time from the default (0.5 of each batch synthesized, 6 steps of 0.03, 4 refits)
     "jacobian-synth25": {"steal": {"selection": "jacobian", "synth_share": 0.25}},
     "jacobian-synth75": {"steal": {"selection": "jacobian", "synth_share": 0.75}},
     "jacobian-steps12": {"steal": {"selection": "jacobian", "synth_steps": 12}},
     "jacobian-step06": {"steal": {"selection": "jacobian", "synth_step_size": 0.06}},
     "jacobian-refits8": {"steal": {"selection": "jacobian", "refits": 8}},
+    # pushes go on until the interim copycat is 90% sure (12 steps at most), not just past its
+    # boundary, where the target may well disagree
+    "jacobian-sure90": {
+        "steal": {"selection": "jacobian", "synth_confidence": 0.9, "synth_steps": 12}
+    },
 }
 QUICK = {"budgets": "500,1k,2k", "copycat_epochs": 4, "seeds": 1}
 FULL = {"budgets": "1k,2k,5k,10k,20k", "copycat_epochs": None, "seeds": 3}

@@ -118,6 +118,7 @@ def test_synthesis_knobs_set_the_share_of_pushed_images_sent(
         ({"synth_steps": -1}, "steal.synth_steps"),
         ({"synth_step_size": 0.0}, "steal.synth_step_size"),
         ({"refits": 0}, "steal.refits"),
+        ({"synth_confidence": 1.0}, "steal.synth_confidence"),
     ],
 )
 def test_synthesis_knobs_out_of_range_are_refused_by_name(change: dict, named: str) -> None:
@@ -137,6 +138,18 @@ def test_push_toward_moves_images_into_the_target_class_and_stays_uint8() -> Non
     after = predict(model, out, device=torch.device("cpu")).argmax(1)
     assert out.dtype == torch.uint8 and out.shape == images.shape
     assert (after == target).float().mean() > (before == target).float().mean() + 0.3
+    # asked for a sure push, the images go on past the boundary
+    cpu, at = torch.device("cpu"), torch.arange(len(target))
+    sure = {
+        c: predict(
+            model,
+            push_toward(model, images, target, steps=16, step_size=0.05, device=cpu, confidence=c),
+            device=cpu,
+        ).softmax(1)[at, target]
+        for c in (0.0, 0.5)
+    }
+    # (this small model is unsure of everything: 0.12 on average without, 0.20 with)
+    assert sure[0.5].mean() > 1.3 * sure[0.0].mean(), sure
 
 
 def test_mixes_pair_different_labels_and_k_center_spreads() -> None:

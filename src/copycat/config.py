@@ -115,11 +115,13 @@ class StealConfig:
     # e.g. 4 for jacobian, 2 for balanced; see copycat.steal.strategies).
     refits: int | None = None
     # Synthesis (jacobian, boundary, mixup): at most this share of each batch of queries is made
-    # of synthesized images; jacobian's pushes take synth_steps signed-gradient steps on the
-    # interim copycat, each synth_step_size of the pixel range.
+    # of synthesized images; jacobian's pushes take up to synth_steps signed-gradient steps on
+    # the interim copycat, each synth_step_size of the pixel range, and stop once the interim
+    # copycat gives the class it was pushed to (with probability >= synth_confidence, if > 0).
     synth_share: float = 0.5
     synth_steps: int = 6
     synth_step_size: float = 0.03
+    synth_confidence: float = 0.0
     # hard cap on images that may be billed (retries and every run included); None: no cap
     max_billed: int | None = None
 
@@ -165,6 +167,12 @@ class StealConfig:
             "steal.synth_step_size",
             self.synth_step_size,
             "(0, 1], a fraction of the pixel range",
+        )
+        _check(
+            0.0 <= self.synth_confidence < 1.0,
+            "steal.synth_confidence",
+            self.synth_confidence,
+            "[0, 1): 0 stops a push at the top label",
         )
 
 

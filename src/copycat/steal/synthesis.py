@@ -46,9 +46,11 @@ def push_toward(
     steps: int,
     step_size: float,
     device: torch.device,
+    confidence: float = 0.0,
 ) -> torch.Tensor:
     """Targeted signed-gradient steps on ``model``: uint8 ``images`` (N, C, H, W) moved toward
-    ``targets`` (N,) int64, each image frozen once ``model`` labels it so. Returns uint8."""
+    ``targets`` (N,) int64, each image frozen once ``model`` labels it so with probability at
+    least ``confidence`` (0: as soon as it is the top label). Returns uint8."""
     model.eval()
     x = images.to(device).float().div_(255.0)
     t = targets.to(device)
@@ -56,6 +58,9 @@ def push_toward(
         x.requires_grad_(True)
         logits = model(x)
         moving = logits.argmax(1) != t
+        if confidence > 0:
+            sure = logits.detach().softmax(1).gather(1, t[:, None]).squeeze(1)
+            moving |= sure < confidence
         if not bool(moving.any()):
             break
         loss = F.cross_entropy(logits, t, reduction="sum")
@@ -138,6 +143,7 @@ class JacobianSelector(SynthesisSelector):
             steps=self.steps,
             step_size=self.step_size,
             device=self.device,
+            confidence=self.config.synth_confidence,
         )
         return _with(cand, pushed, "jacobian", [cand.sources[r] for r in rows])
 
