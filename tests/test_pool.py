@@ -227,3 +227,27 @@ def test_npd_background_option_parses_and_refuses_with_the_fix() -> None:
     assert parse_npd_arg("exclude=shirt;background=white")["background"] == ("white",)
     with pytest.raises(DataError, match=r"background=black .* or background=white"):
         parse_npd_arg("background=grey")
+
+
+def test_steals_decoding_the_same_pool_at_once_each_cache_it_whole(
+    png_folder: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two runs that build the same bank at the same moment write it through files of their
+    own: neither loses its write, no temporary file is left, and the cache reads back."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from copycat.pools.sources import build_bank
+
+    monkeypatch.setenv("COPYCAT_CACHE", str(tmp_path / "cache"))
+    files = sorted(png_folder.rglob("rgb*.png"))
+    kw = {"channels": 3, "size": 224, "max_pixels": 10**6, "object_crop": False, "tag": "t"}
+    with ThreadPoolExecutor(8) as ex:
+        banks = list(ex.map(lambda _: build_bank(files, **kw)[0], range(16)))
+    assert "could not cache" not in caplog.text
+    cache = tmp_path / "cache"
+    assert sorted(p.suffix for p in cache.iterdir()) == [".json", ".npy"]
+    again, _, groups = build_bank(files, **kw)  # read from the cache
+    assert all(torch.equal(b, again) for b in banks) and len(groups) == len(again) == len(files)
