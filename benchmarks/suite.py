@@ -88,8 +88,7 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
         "steal": {"selection": "jacobian"},
         "npd": {"sets": ("clipart", "stamps", "sprites", "strokes")},
     },
-    # jacobian's synthesis knobs (steal.synth_share, synth_steps, synth_step_size, refits,
-    # synth_confidence), one
+    # jacobian's synthesis knobs (steal.synth_share, synth_steps, synth_step_size, refits), one
     # at a time from the default (0.5 of each batch synthesized, 6 steps of 0.03, 4 refits)
     "jacobian-synth25": {"steal": {"selection": "jacobian", "synth_share": 0.25}},
     "jacobian-synth75": {"steal": {"selection": "jacobian", "synth_share": 0.75}},

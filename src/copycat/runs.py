@@ -16,11 +16,11 @@ import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from copycat import __version__
 from copycat.errors import CopycatError, RunLockedError
@@ -29,12 +29,19 @@ from copycat.redact import redact_text
 
 def write_atomic(path: str | Path, text: str) -> None:
     """Replace ``path`` by ``text`` all at once: readers see the old file or the new one."""
+    save_atomic(path, lambda f: f.write(text), mode="w")
+
+
+def save_atomic(path: str | Path, write: Callable[[IO[Any]], object], *, mode: str = "wb") -> None:
+    """Replace ``path`` by what ``write`` writes to a file opened with ``mode``, all at once,
+    through a temporary file of this writer's own: readers see the old file or the new one,
+    and two writers at the same moment each write theirs whole."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, mode) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -10,7 +10,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from copycat.data.datasets import IMAGE_SUFFIXES, load_labelled
 from copycat.data.imageio import ImageDecodeError, decode_image, pil_to_tensor
 from copycat.errors import DataError
 from copycat.pools.pool import total_skipped
-from copycat.runs import write_atomic
+from copycat.runs import save_atomic, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -415,25 +414,12 @@ def build_bank(
                 groups += [group(f)] * len(r)
     bank = torch.stack(good) if good else torch.empty(0, channels, size, size, dtype=torch.uint8)
     try:
-        _save_bank(cache, bank)
+        array = bank.numpy()
+        save_atomic(cache, lambda f: np.save(f, array))
         write_atomic(counts, json.dumps({"skipped": skipped, "groups": groups}))
     except OSError as exc:
         log.warning("could not cache the pool in %s (%s); it will be decoded again", cache, exc)
     return bank, skipped, groups
-
-
-def _save_bank(cache: Path, bank: torch.Tensor) -> None:
-    """Write ``bank`` to ``cache`` all at once, through a file of this writer's own: two
-    steals that decode the same pool at the same time each write theirs whole."""
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{cache.stem}.", suffix=".tmp.npy", dir=cache.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, bank.numpy())
-        os.replace(tmp, cache)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def skimage_photos() -> list[Path]:

@@ -77,7 +77,8 @@ class InterimSelector:
     yield, :meth:`synthesize`.
 
     ``oversample``: candidates scored per query once active; ``refits``: how often the interim
-    copycat is fitted (at the seed count, then at even steps of the rest); ``warm``: refits
+    copycat is fitted (at the seed count, then at even steps of the rest; ``steal.refits``, when
+    set, overrides the strategy's own number); ``warm``: refits
     continue from the previous interim copycat instead of starting afresh (cheaper, so refits
     can be frequent).
     """
@@ -96,6 +97,8 @@ class InterimSelector:
     ) -> None:
         self.config = config
         self.train = train
+        if config.refits is not None:
+            refits = config.refits
         self.num_classes = num_classes
         self.oversample = oversample if oversample is not None else config.candidates_per_query
         self.interim_epochs = interim_epochs

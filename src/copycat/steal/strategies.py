@@ -18,35 +18,29 @@ def build_random(**_: Any) -> None:
     return None
 
 
-def _refits(kw: dict[str, Any], own: int) -> int:
-    """``steal.refits`` when set, else the strategy's own number."""
-    chosen: int | None = kw["config"].refits
-    return own if chosen is None else chosen
-
-
 def build_balanced(**kw: Any) -> InterimSelector:
-    return BalancedSelector(refits=_refits(kw, 2), **kw)
+    return BalancedSelector(**kw)
 
 
 def build_wide(**kw: Any) -> InterimSelector:
     # candidates are free: score 4x more of them, and refit often (warm, so refits stay cheap)
-    return BalancedSelector(oversample=20, refits=_refits(kw, 6), warm=True, **kw)
+    return BalancedSelector(oversample=20, refits=6, warm=True, **kw)
 
 
 def build_active(**kw: Any) -> InterimSelector:
-    return ActiveSelector(refits=_refits(kw, 4), warm=True, **kw)
+    return ActiveSelector(refits=4, warm=True, **kw)
 
 
 def build_jacobian(**kw: Any) -> InterimSelector:
-    return JacobianSelector(refits=_refits(kw, 4), warm=True, **kw)
+    return JacobianSelector(refits=4, warm=True, **kw)
 
 
 def build_boundary(**kw: Any) -> InterimSelector:
-    return JacobianSelector(refits=_refits(kw, 4), warm=True, toward="boundary", **kw)
+    return JacobianSelector(refits=4, warm=True, toward="boundary", **kw)
 
 
 def build_mixup(**kw: Any) -> InterimSelector:
-    return MixupSelector(refits=_refits(kw, 4), warm=True, **kw)
+    return MixupSelector(refits=4, warm=True, **kw)
 
 
 def build_adaptive(**kw: Any) -> InterimSelector:
