@@ -100,6 +100,19 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
     "jacobian-sure90": {
         "steal": {"selection": "jacobian", "synth_confidence": 0.9, "synth_steps": 12}
     },
+    # the knobs on a handwriting pool (digits' fastest so far) and on every object set
+    "jacobian-strokes-refits8": {
+        "steal": {"selection": "jacobian", "refits": 8},
+        "npd": {"sets": ("clipart", "strokes")},
+    },
+    "jacobian-strokes-seed25": {
+        "steal": {"selection": "jacobian", "seed_fraction": 0.25},
+        "npd": {"sets": ("clipart", "strokes")},
+    },
+    "jacobian-objects": {
+        "steal": {"selection": "jacobian"},
+        "npd": {"sets": ("clipart", "stamps", "sprites")},
+    },
 }
 QUICK = {"budgets": "500,1k,2k", "copycat_epochs": 4, "seeds": 1}
 FULL = {"budgets": "1k,2k,5k,10k,20k", "copycat_epochs": None, "seeds": 3}
