@@ -109,6 +109,12 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
         "steal": {"selection": "jacobian", "seed_fraction": 0.25},
         "npd": {"sets": ("clipart", "strokes")},
     },
+    # at 2,000 queries the interim copycat can refit only between batches (256): half-size
+    # batches let refits = 8 happen
+    "jacobian-strokes-b128": {
+        "steal": {"selection": "jacobian", "refits": 8, "batch_size": 128},
+        "npd": {"sets": ("clipart", "strokes")},
+    },
     "jacobian-objects": {
         "steal": {"selection": "jacobian"},
         "npd": {"sets": ("clipart", "stamps", "sprites")},
