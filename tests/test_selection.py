@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import pytest
 import torch
 
 from copycat.config import PoolConfig, StealConfig, TrainConfig
@@ -14,6 +16,7 @@ from copycat.pools.sources import BankSource
 from copycat.steal.loop import steal
 from copycat.steal.selection import BalancedSelector, pick_balanced, quotas
 from copycat.steal.store import AnswerStore
+from copycat.steal.synthesis import JacobianSelector
 
 from .conftest import SHAPE, RecordingOracle, rule_images
 
@@ -71,3 +74,23 @@ def test_capped_seed_share_refits_each_time_the_answers_double() -> None:
         config=StealConfig(budget=1000, batch_size=50, seed_max=1000), train=train, num_classes=10
     )
     assert small.seed_count == 500 and small._retrain_at == [500]
+
+
+def test_more_refits_than_batches_after_the_seed_share_warn_with_the_batch_size_that_fits(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A refit happens between batches: 1,000 answers after the seed share are 4 batches of
+    256, so refits = 8 there cannot happen, and the warning names a batch size that lets them."""
+    train = TrainConfig(arch="cnn-tiny", epochs=1, device="cpu")
+    with caplog.at_level(logging.WARNING, logger="copycat.steal.selection"):
+        JacobianSelector(config=StealConfig(budget=2000, refits=4), train=train, num_classes=10)
+        assert not caplog.records  # 4 refits in 4 batches
+        JacobianSelector(config=StealConfig(budget=2000, refits=8), train=train, num_classes=10)
+    (record,) = caplog.records
+    assert "only 4 batch(es) of 256" in record.getMessage()
+    assert "steal.batch_size to 125 or below" in record.getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="copycat.steal.selection"):
+        cfg = StealConfig(budget=2000, refits=8, batch_size=125)
+        JacobianSelector(config=cfg, train=train, num_classes=10)
+    assert not caplog.records

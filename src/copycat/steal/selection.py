@@ -119,6 +119,20 @@ class InterimSelector:
         else:
             rest = max(0, config.budget - self.seed_count)
             self._retrain_at = [self.seed_count + i * rest // refits for i in range(refits)]
+            # a refit happens between batches, so no more often than one per batch sent
+            batches = max(1, -(-rest // config.batch_size))
+            if config.refits is not None and config.refits > batches:
+                log.warning(
+                    "steal.refits = %d, but only %d batch(es) of %d follow the %d-answer seed "
+                    "share, so the interim copycat is fitted at most %d times; for more, lower "
+                    "steal.batch_size to %d or below",
+                    config.refits,
+                    batches,
+                    config.batch_size,
+                    self.seed_count,
+                    batches,
+                    max(1, rest // config.refits),
+                )
 
     @property
     def device(self) -> torch.device:
