@@ -71,3 +71,53 @@ def test_suite_copycat_set_is_checked_before_any_work(
         with pytest.raises(SystemExit):
             parse(["--copycat-set", bad])
         assert says in capsys.readouterr().err
+
+
+def _suite_results(path: Path, sha: str, command: str, rows: list[tuple[str, int, float]]) -> Path:
+    """A results file as benchmarks/suite.py writes it: (method, seed, performance) at 2,000."""
+    import json
+
+    results = [
+        {
+            "target": "digits",
+            "method": method,
+            "seed": seed,
+            "points": [{"answers": 2000, "performance_accuracy": perf, "agreement": perf}],
+        }
+        for method, seed, perf in rows
+    ]
+    data = {"command": command, "targets": {"digits": {"weights_sha256": sha}}, "results": results}
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_compare_sets_methods_against_a_base_seed_by_seed_on_one_build(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Changes are per seed, a run's training options name its rows, and results of another
+    target build or the same case twice are refused with what to do."""
+    import runpy
+
+    main = runpy.run_path(str(PEERS.parent / "compare.py"), run_name="compare")["main"]
+    plain = "python benchmarks/suite.py --targets digits --budgets 2k"
+    base = _suite_results(
+        tmp_path / "a.json", "ab" * 32, plain, [("jacobian", 0, 0.80), ("jacobian", 1, 0.70)]
+    )
+    other = _suite_results(
+        tmp_path / "b.json",
+        "ab" * 32,
+        plain + " --copycat-min-steps 1400",
+        [("strokes", 0, 0.90), ("strokes", 1, 0.65)],
+    )
+    main([str(base), str(other), "--base", "jacobian"])
+    out = capsys.readouterr().out
+    assert "| digits | 2,000 | strokes (min_steps 1400) | 0.775 [0.650-0.900] | 0, 1 |" in out
+    assert "+0.100, -0.050 |" in out
+    rebuilt = _suite_results(tmp_path / "c.json", "cd" * 32, plain, [("strokes", 0, 0.9)])
+    for files, says in (
+        ([base, rebuilt], "compare results of one build"),
+        ([base, base], "is in two of the files"),
+        ([base], "--base random: no results of it"),
+    ):
+        with pytest.raises(SystemExit, match=says):
+            main([*map(str, files), "--base", "random" if len(files) == 1 else "jacobian"])
