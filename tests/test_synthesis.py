@@ -91,7 +91,7 @@ def test_synthesis_knobs_set_the_share_of_pushed_images_sent(
 ) -> None:
     """steal.synth_share caps the pushed images in each batch, steal.refits sets the interim
     copycat's fits; an unset knob keeps the strategy's own number."""
-    assert len(build_selector("jacobian", config=CFG, train=TRAIN, num_classes=10)._retrain_at) == 4
+    assert len(build_selector("jacobian", config=CFG, train=TRAIN, num_classes=10)._retrain_at) == 8
     sent: dict[float, int] = {}
     for share in (0.0, 0.2):
         cfg = replace(CFG, synth_share=share, refits=3, synth_steps=4, synth_step_size=0.05)
