@@ -95,6 +95,8 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
     "jacobian-steps12": {"steal": {"selection": "jacobian", "synth_steps": 12}},
     "jacobian-step06": {"steal": {"selection": "jacobian", "synth_step_size": 0.06}},
     "jacobian-refits8": {"steal": {"selection": "jacobian", "refits": 8}},
+    # jacobian's own refits until 799ebf1 (8 since: jacobian-refits8 is the default now)
+    "jacobian-refits4": {"steal": {"selection": "jacobian", "refits": 4}},
     # pushes go on until the interim copycat is 90% sure (12 steps at most), not just past its
     # boundary, where the target may well disagree
     "jacobian-sure90": {
