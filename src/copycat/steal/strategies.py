@@ -32,8 +32,8 @@ def build_active(**kw: Any) -> InterimSelector:
 
 
 def build_jacobian(**kw: Any) -> InterimSelector:
-    # 8 refits, not 4: ahead at 20,000 queries on Fashion-MNIST and emoji, a little behind on
-    # digits at 5,000 (docs/suite.md, "More frequent refits")
+    # 8 refits, not 4: ahead on Fashion-MNIST and emoji at 5,000 and 20,000 queries, a little
+    # behind on digits at both (docs/suite.md, "More frequent refits")
     return JacobianSelector(refits=8, warm=True, **kw)
 
 
