@@ -104,9 +104,9 @@ def table(results: list[dict[str, Any]], *, base: str, metric: str) -> str:
     for (target, answers, method), by_seed in sorted(value.items()):
         ref = value.get((target, answers, base), {})
         seeds = sorted(by_seed)
-        changes = [
-            f"{by_seed[s] - ref[s]:+.3f}" if s in ref else "n/a" for s in seeds if method != base
-        ]
+        change = "(base)"
+        if method != base:
+            change = ", ".join(f"{by_seed[s] - ref[s]:+.3f}" if s in ref else "n/a" for s in seeds)
         rows.append(
             [
                 target,
@@ -114,7 +114,7 @@ def table(results: list[dict[str, Any]], *, base: str, metric: str) -> str:
                 method,
                 spread([by_seed[s] for s in seeds]),
                 ", ".join(str(s) for s in seeds),
-                ", ".join(changes) if method != base else "(base)",
+                change,
             ]
         )
     return common.md_table(
