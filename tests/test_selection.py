@@ -94,3 +94,11 @@ def test_more_refits_than_batches_after_the_seed_share_warn_with_the_batch_size_
         cfg = StealConfig(budget=2000, refits=8, batch_size=125)
         JacobianSelector(config=cfg, train=train, num_classes=10)
     assert not caplog.records
+    # nothing follows a seed share of the whole budget: the fix is a smaller seed share
+    with caplog.at_level(logging.WARNING, logger="copycat.steal.selection"):
+        cfg = StealConfig(budget=2000, refits=8, seed_fraction=1.0)
+        JacobianSelector(config=cfg, train=train, num_classes=10)
+    (record,) = caplog.records
+    assert "only 0 batch(es)" in record.getMessage()
+    assert "fitted at most 1 time(s)" in record.getMessage()
+    assert "steal.seed_fraction" in record.getMessage()

@@ -120,18 +120,21 @@ class InterimSelector:
             rest = max(0, config.budget - self.seed_count)
             self._retrain_at = [self.seed_count + i * rest // refits for i in range(refits)]
             # a refit happens between batches, so no more often than one per batch sent
-            batches = max(1, -(-rest // config.batch_size))
-            if config.refits is not None and config.refits > batches:
+            batches = -(-rest // config.batch_size)
+            if config.refits is not None and config.refits > max(1, batches):
+                if batches == 0:  # the copy is fitted once, at the seed share
+                    fix = "lower steal.seed_fraction so that some answers follow it"
+                else:
+                    fix = f"lower steal.batch_size to {max(1, rest // config.refits)} or below"
                 log.warning(
                     "steal.refits = %d, but only %d batch(es) of %d follow the %d-answer seed "
-                    "share, so the interim copycat is fitted at most %d times; for more, lower "
-                    "steal.batch_size to %d or below",
+                    "share, so the interim copycat is fitted at most %d time(s); for more, %s",
                     config.refits,
                     batches,
                     config.batch_size,
                     self.seed_count,
-                    batches,
-                    max(1, rest // config.refits),
+                    max(1, batches),
+                    fix,
                 )
 
     @property
