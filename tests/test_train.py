@@ -189,3 +189,40 @@ def test_a_small_store_trains_min_steps(victim: TorchOracle, tmp_path: Path) -> 
     assert len(res.history) == 3  # ceil(10 / 4)
     again = train_copycat(run, config=cfg)  # a finished run is kept, not retrained
     assert again.history == res.history
+
+
+def test_mix_pairs_are_seeded_and_keep_each_mix_mostly_its_first_image() -> None:
+    from copycat.train.fit import mix_pairs
+
+    draws = [mix_pairs(64, 0.4, torch.Generator().manual_seed(s)) for s in range(20)]
+    assert all(0.5 <= lam <= 1.0 for lam, _ in draws)
+    assert len({round(lam, 6) for lam, _ in draws}) > 10  # drawn, not fixed
+    assert all(sorted(p.tolist()) == list(range(64)) for _, p in draws)  # a partner for each
+    lam, partner = mix_pairs(64, 0.4, torch.Generator().manual_seed(3))
+    assert lam == draws[3][0] and torch.equal(partner, draws[3][1])
+
+
+@pytest.mark.parametrize("soft", [False, True])
+def test_mixup_changes_training_and_the_copycat_still_learns(
+    victim: TorchOracle, test_set: LabelledSet, soft: bool
+) -> None:
+    from copycat.train.fit import fit
+    from copycat.train.models import init_model
+
+    data = rule_set(1500, 5, "mix")
+    answer = victim.query(data.images.float().div(255.0))
+    assert answer.probs is not None
+    targets = answer.probs if soft else answer.labels
+    histories = []
+    for mixup in (0.0, 0.4):
+        model = init_model("cnn-tiny", data.images, num_classes=10, seed=0)
+        cfg = dataclasses.replace(CFG, mixup=mixup, val_fraction=0.0)
+        histories.append(fit(model, data.images, targets, config=cfg).history)
+        res = evaluate(model.eval(), test_set=test_set, oracle=victim)
+        assert res.agreement >= 0.6, (mixup, res.agreement)  # chance is 0.1
+    assert histories[0][-1]["train_loss"] != histories[1][-1]["train_loss"]
+
+
+def test_a_negative_mixup_is_refused_with_the_field_named() -> None:
+    with pytest.raises(ValueError, match=r"train\.mixup"):
+        TrainConfig(mixup=-0.1)

@@ -195,6 +195,9 @@ class TrainConfig:
     # time measured 2-3 points of performance worse on NPD answers.
     augment: bool = False
     label_smoothing: float = 0.0
+    # > 0: mixup at training time, each batch's images mixed in pairs with a weight drawn from
+    # Beta(mixup, mixup), the loss mixed alike (Zhang et al., ICLR 2018); 0 turns it off
+    mixup: float = 0.0
     val_fraction: float = 0.1
     seed: int = 0
     device: str = "auto"
@@ -240,6 +243,7 @@ class TrainConfig:
             self.label_smoothing,
             "[0, 1)",
         )
+        _check(self.mixup >= 0, "train.mixup", self.mixup, "a float >= 0 (0: off)")
         _check(0.0 <= self.val_fraction < 0.5, "train.val_fraction", self.val_fraction, "[0, 0.5)")
         _check(
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),

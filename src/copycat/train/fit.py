@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -64,6 +65,15 @@ def augment_train(x: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch.
     out = shift(x, gen, pad)
     flip = (torch.rand(len(x), generator=gen) < 0.5).to(x.device).view(-1, 1, 1, 1)
     return torch.where(flip, out.flip(-1), out)
+
+
+def mix_pairs(n: int, alpha: float, gen: torch.Generator) -> tuple[float, torch.Tensor]:
+    """Mixup's weight, drawn from Beta(``alpha``, ``alpha``) and folded to >= 0.5 so that each
+    mix stays mostly its first image (whose label training agreement counts), and a random
+    partner (n,) int64 for each of ``n`` samples."""
+    rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=gen)))
+    lam = float(rng.beta(alpha, alpha))
+    return max(lam, 1.0 - lam), torch.randperm(n, generator=gen)
 
 
 def balanced_indices(labels: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
@@ -285,13 +295,17 @@ def _train_epoch(
         x = images[idx].to(device, non_blocking=True).float().div_(255.0)
         if cfg.augment:
             x = augment_train(x, gen)
+        lam, partner = 1.0, None
+        if cfg.mixup > 0:  # each image mixed with another and trained on both labels
+            lam, partner = mix_pairs(len(x), cfg.mixup, gen)
+            partner = partner.to(device)
+            x = lam * x + (1.0 - lam) * x[partner]
         x = x.contiguous(memory_format=torch.channels_last)
         y = targets[idx].to(device)
         logits = loop.model(x)
-        if soft:
-            loss = distill_loss(logits, y, cfg.temperature)
-        else:
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        loss = _loss(logits, y, cfg, soft=soft)
+        if partner is not None:
+            loss = lam * loss + (1.0 - lam) * _loss(logits, y[partner], cfg, soft=soft)
         if loop.extra_loss is not None:
             loss = loss + loop.extra_loss(loop.model, gen, device)
         loop.opt.zero_grad(set_to_none=True)
@@ -312,6 +326,12 @@ def _train_epoch(
         "lr": float(loop.sched.get_last_lr()[0]),
         "seconds": time.perf_counter() - t0,
     }
+
+
+def _loss(logits: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *, soft: bool) -> torch.Tensor:
+    if soft:
+        return distill_loss(logits, y, cfg.temperature)
+    return F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
 
 
 def _checkpoint(
