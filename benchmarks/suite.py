@@ -97,6 +97,10 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
     "jacobian-refits8": {"steal": {"selection": "jacobian", "refits": 8}},
     # jacobian's own refits until 799ebf1 (8 since: jacobian-refits8 is the default now)
     "jacobian-refits4": {"steal": {"selection": "jacobian", "refits": 4}},
+    # twice the default's refits again: 16 fits of the interim copycat
+    "jacobian-refits16": {"steal": {"selection": "jacobian", "refits": 16}},
+    # three times the default's pool candidates per query (15, not 5) to pick and push from
+    "jacobian-x15": {"steal": {"selection": "jacobian", "candidates_per_query": 15}},
     # pushes go on until the interim copycat is 90% sure (12 steps at most), not just past its
     # boundary, where the target may well disagree
     "jacobian-sure90": {
