@@ -68,7 +68,13 @@ def test_cli_end_to_end(fmnist_env: Path, tmp_path: Path, png_folder: Path) -> N
             str(tmp_path / "runs" / "onnx"),
         ]
     )
-    _ok(["train", "--run-dir", str(run), "--arch", "cnn-tiny", "--epochs", "2", "--device", "cpu"])
+    _ok(
+        [
+            "train",
+            *("--run-dir", str(run), "--arch", "cnn-tiny", "--epochs", "2", "--device", "cpu"),
+            *("--mixup", "0.2"),
+        ]
+    )
     _ok(
         [
             "evaluate",
@@ -143,6 +149,7 @@ device = "cpu"
         (["steal", "--oracle", "tourch:x", "--run-dir", "r"], "unknown oracle scheme"),
         (["steal", "--oracle", "torch:nowhere", "--run-dir", "r"], "copycat target train"),
         (["train", "--run-dir", "nowhere"], "copycat steal"),
+        (["train", "--run-dir", "r", "--mixup", "-1"], "train.mixup"),
         (["report", "--run-dir", "nowhere"], "copycat evaluate"),
         (["run", "--config", "missing.toml"], "not found"),
         (["steal", "--oracle", "torch:x", "--run-dir", "r", "--mix", "0.5,abc"], "--mix"),

@@ -76,6 +76,13 @@ TrainAugmentOpt = Annotated[bool, typer.Option(help="Shift and flip the answers 
 TemperatureOpt = Annotated[
     float, typer.Option(help="Temperature of the soft-label (distillation) loss.")
 ]
+MixupOpt = Annotated[
+    float,
+    typer.Option(
+        help="Mixup at training time: Beta's alpha for the weight with which pairs of "
+        "images (and their losses) are mixed; 0: off."
+    ),
+]
 SemiOpt = Annotated[
     str,
     typer.Option(

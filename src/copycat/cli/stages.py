@@ -44,6 +44,7 @@ from copycat.cli.options import (
     MaxQpsOpt,
     MinStepsOpt,
     MixOpt,
+    MixupOpt,
     NumClassesOpt,
     OracleOpt,
     OutputOpt,
@@ -239,6 +240,7 @@ def train_cmd(
     seed: SeedOpt = TRAIN.seed,
     device: DeviceOpt = TRAIN.device,
     temperature: TemperatureOpt = TRAIN.temperature,
+    mixup: MixupOpt = TRAIN.mixup,
     semi: SemiOpt = TRAIN.semi,
     unlabelled: UnlabelledOpt = TRAIN.unlabelled,
 ) -> None:
@@ -259,6 +261,7 @@ def train_cmd(
             seed=seed,
             device=device,
             temperature=temperature,
+            mixup=mixup,
             semi=semi,
             unlabelled=unlabelled,
         )
