@@ -76,6 +76,13 @@ TrainAugmentOpt = Annotated[bool, typer.Option(help="Shift and flip the answers 
 TemperatureOpt = Annotated[
     float, typer.Option(help="Temperature of the soft-label (distillation) loss.")
 ]
+ValFractionOpt = Annotated[
+    float,
+    typer.Option(
+        help="Share of the answers held out to pick the epoch of best agreement; 0: train on "
+        "every answer and keep the last epoch."
+    ),
+]
 MixupOpt = Annotated[
     float,
     typer.Option(

@@ -66,6 +66,7 @@ from copycat.cli.options import (
     TrainAugmentOpt,
     TrainBatchOpt,
     UnlabelledOpt,
+    ValFractionOpt,
 )
 from copycat.config import ExperimentConfig, PoolConfig, load_experiment
 from copycat.errors import ConfigError
@@ -241,6 +242,7 @@ def train_cmd(
     device: DeviceOpt = TRAIN.device,
     temperature: TemperatureOpt = TRAIN.temperature,
     mixup: MixupOpt = TRAIN.mixup,
+    val_fraction: ValFractionOpt = TRAIN.val_fraction,
     semi: SemiOpt = TRAIN.semi,
     unlabelled: UnlabelledOpt = TRAIN.unlabelled,
 ) -> None:
@@ -262,6 +264,7 @@ def train_cmd(
             device=device,
             temperature=temperature,
             mixup=mixup,
+            val_fraction=val_fraction,
             semi=semi,
             unlabelled=unlabelled,
         )
