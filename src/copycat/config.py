@@ -122,11 +122,15 @@ class StealConfig:
     synth_steps: int = 6
     synth_step_size: float = 0.03
     synth_confidence: float = 0.0
+    # synthesis (jacobian, boundary, mixup) starts once this many answers are in; before it,
+    # the strategy picks among pool images only
+    synth_from: int = 0
     # hard cap on images that may be billed (retries and every run included); None: no cap
     max_billed: int | None = None
 
     def __post_init__(self) -> None:
         _check(self.budget >= 1, "steal.budget", self.budget, "an integer >= 1")
+        _check(self.synth_from >= 0, "steal.synth_from", self.synth_from, "an integer >= 0")
         _check(
             self.max_billed is None or self.max_billed >= 1,
             "steal.max_billed",

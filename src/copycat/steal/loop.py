@@ -192,7 +192,9 @@ def steal(
                 break
             cand = first
             if selector is not None and selector.active(start + st.queried):
-                cand = selector.synthesize(_oversample(first, stream, over), store)
+                cand = _oversample(first, stream, over)
+                if start + st.queried >= config.synth_from:
+                    cand = selector.synthesize(cand, store)
             ids = [image_id(img) for img in cand.images]
             fresh = _fresh(ids, store, st)
             if not fresh:
