@@ -111,9 +111,25 @@ def test_synthesis_knobs_set_the_share_of_pushed_images_sent(
     assert 0 < sent[0.2] <= 0.2 * after_seed, sent
 
 
+def test_synthesis_starts_once_synth_from_answers_are_in(victim_dir: Path, tmp_path: Path) -> None:
+    """Before steal.synth_from answers, the strategy picks among pool images only."""
+    cfg = replace(CFG, synth_from=450, refits=3)
+    selector = build_selector("jacobian", config=cfg, train=TRAIN, num_classes=10)
+    oracle = RecordingOracle(LabelOnly(TorchOracle(victim_dir)))
+    pool = build_pool(PoolConfig(spec="noise"), shape=SHAPE)
+    pool.sources = [BankSource("skewed", skewed_pool())]
+    with AnswerStore(tmp_path / "store.sqlite") as store:
+        steal(oracle, pool, store, config=cfg, selector=selector)
+        sources = [s for _, s in store.labels_and_sources()]
+    pushed = [i for i, s in enumerate(sources) if s.endswith("+jacobian")]
+    assert len(sources) == cfg.budget
+    assert pushed and min(pushed) >= 450, pushed[:5]
+
+
 @pytest.mark.parametrize(
     ("change", "named"),
     [
+        ({"synth_from": -1}, "steal.synth_from"),
         ({"synth_share": 1.5}, "steal.synth_share"),
         ({"synth_steps": -1}, "steal.synth_steps"),
         ({"synth_step_size": 0.0}, "steal.synth_step_size"),
