@@ -102,8 +102,10 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
     # three times the default's pool candidates per query (15, not 5) to pick and push from
     "jacobian-x15": {"steal": {"selection": "jacobian", "candidates_per_query": 15}},
     # no synthesis before 5,000 answers: below that, jacobian's balanced picks among pool
-    # images alone (with its 8 refits)
+    # images alone (with its 8 refits); the default since it was measured, and
+    # jacobian-synth-early the default before (synthesis from the end of the seed share)
     "jacobian-synthfrom5k": {"steal": {"selection": "jacobian", "synth_from": 5000}},
+    "jacobian-synth-early": {"steal": {"selection": "jacobian", "synth_from": 0}},
     # pushes go on until the interim copycat is 90% sure (12 steps at most), not just past its
     # boundary, where the target may well disagree
     "jacobian-sure90": {

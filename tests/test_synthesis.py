@@ -28,7 +28,7 @@ from copycat.train.models import init_model
 
 from .conftest import SHAPE, RecordingOracle, rule_images
 
-CFG = StealConfig(budget=600, batch_size=50, seed_fraction=0.5)
+CFG = StealConfig(budget=600, batch_size=50, seed_fraction=0.5, synth_from=0)
 TRAIN = TrainConfig(arch="cnn-tiny", epochs=2, batch_size=50, lr=1e-2, device="cpu")
 
 

@@ -123,8 +123,10 @@ class StealConfig:
     synth_step_size: float = 0.03
     synth_confidence: float = 0.0
     # synthesis (jacobian, boundary, mixup) starts once this many answers are in; before it,
-    # the strategy picks among pool images only
-    synth_from: int = 0
+    # the strategy picks among pool images only. 5,000: synthesis from an interim copycat of
+    # fewer answers lost to pool picks at 5,000 queries on every suite target (docs/suite.md,
+    # "Synthesis from 5,000 answers"); at 10,000 queries and up the seed share reaches it first
+    synth_from: int = 5_000
     # hard cap on images that may be billed (retries and every run included); None: no cap
     max_billed: int | None = None
 
