@@ -126,6 +126,24 @@ def test_synthesis_starts_once_synth_from_answers_are_in(victim_dir: Path, tmp_p
     assert pushed and min(pushed) >= 450, pushed[:5]
 
 
+def test_synth_from_within_the_seed_share_leaves_the_steal_unchanged(
+    victim_dir: Path, tmp_path: Path
+) -> None:
+    """A threshold the seed share reaches first (as 5,000 is for 10,000 queries and up) sends
+    exactly the images synthesis from the seed share sends."""
+    sent = []
+    for synth_from in (0, 300):  # the seed share is 300 of 600
+        cfg = replace(CFG, synth_from=synth_from, refits=2)
+        selector = build_selector("jacobian", config=cfg, train=TRAIN, num_classes=10)
+        oracle = RecordingOracle(LabelOnly(TorchOracle(victim_dir)))
+        pool = build_pool(PoolConfig(spec="noise"), shape=SHAPE)
+        pool.sources = [BankSource("skewed", skewed_pool())]
+        with AnswerStore(tmp_path / f"{synth_from}.sqlite") as store:
+            steal(oracle, pool, store, config=cfg, selector=selector)
+            sent.append(store.load().images)
+    assert torch.equal(sent[0], sent[1])
+
+
 @pytest.mark.parametrize(
     ("change", "named"),
     [
