@@ -191,14 +191,14 @@ def test_a_small_store_trains_min_steps(victim: TorchOracle, tmp_path: Path) -> 
     assert again.history == res.history
 
 
-def test_mix_pairs_are_seeded_and_keep_each_mix_mostly_its_first_image() -> None:
-    from copycat.train.fit import mix_pairs
+def test_mixup_draws_are_seeded_and_keep_each_mix_mostly_its_first_image() -> None:
+    from copycat.train.fit import mixup_draw
 
-    draws = [mix_pairs(64, 0.4, torch.Generator().manual_seed(s)) for s in range(20)]
+    draws = [mixup_draw(64, 0.4, torch.Generator().manual_seed(s)) for s in range(20)]
     assert all(0.5 <= lam <= 1.0 for lam, _ in draws)
     assert len({round(lam, 6) for lam, _ in draws}) > 10  # drawn, not fixed
     assert all(sorted(p.tolist()) == list(range(64)) for _, p in draws)  # a partner for each
-    lam, partner = mix_pairs(64, 0.4, torch.Generator().manual_seed(3))
+    lam, partner = mixup_draw(64, 0.4, torch.Generator().manual_seed(3))
     assert lam == draws[3][0] and torch.equal(partner, draws[3][1])
 
 

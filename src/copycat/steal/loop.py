@@ -190,10 +190,10 @@ def steal(
         for i, first in enumerate(stream):
             if st.remaining <= 0:
                 break
-            cand = first
-            if selector is not None and selector.active(start + st.queried):
+            cand, answered = first, start + st.queried
+            if selector is not None and selector.active(answered):
                 cand = _oversample(first, stream, over)
-                if start + st.queried >= config.synth_from:
+                if answered >= config.synth_from:
                     cand = selector.synthesize(cand, store)
             ids = [image_id(img) for img in cand.images]
             fresh = _fresh(ids, store, st)

@@ -23,9 +23,9 @@ HELP = (
     "random (pool order); balanced (an interim copycat picks, among 5x candidates, those that "
     "fill rare classes); wide (balanced over 20x candidates, 6 warm refits); active (rare-class "
     "and uncertain candidates spread out by k-center); jacobian (pool images pushed toward rare "
-    "classes by gradient steps on the interim copycat, at most half of each batch, 8 warm "
-    "refits); boundary (jacobian with 4 refits, but an image already in its class is pushed "
-    "across its nearest boundary); mixup "
+    "classes by gradient steps on the interim copycat, at most half of each batch once "
+    "steal.synth_from answers are in, 8 warm refits); boundary (jacobian with 4 refits, but an "
+    "image already in its class is pushed across its nearest boundary); mixup "
     "(mixes of answers from different classes, at most half of each batch); adaptive (Knockoff "
     "Nets' bandit over the pool's folders, rewarded by rare labels, then balanced picks)"
 )

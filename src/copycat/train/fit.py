@@ -67,7 +67,7 @@ def augment_train(x: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch.
     return torch.where(flip, out.flip(-1), out)
 
 
-def mix_pairs(n: int, alpha: float, gen: torch.Generator) -> tuple[float, torch.Tensor]:
+def mixup_draw(n: int, alpha: float, gen: torch.Generator) -> tuple[float, torch.Tensor]:
     """Mixup's weight, drawn from Beta(``alpha``, ``alpha``) and folded to >= 0.5 so that each
     mix stays mostly its first image (whose label training agreement counts), and a random
     partner (n,) int64 for each of ``n`` samples."""
@@ -297,7 +297,7 @@ def _train_epoch(
             x = augment_train(x, gen)
         lam, partner = 1.0, None
         if cfg.mixup > 0:  # each image mixed with another and trained on both labels
-            lam, partner = mix_pairs(len(x), cfg.mixup, gen)
+            lam, partner = mixup_draw(len(x), cfg.mixup, gen)
             partner = partner.to(device)
             x = lam * x + (1.0 - lam) * x[partner]
         x = x.contiguous(memory_format=torch.channels_last)
