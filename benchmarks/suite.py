@@ -99,6 +99,10 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
     "jacobian-refits4": {"steal": {"selection": "jacobian", "refits": 4}},
     # twice the default's refits again: 16 fits of the interim copycat
     "jacobian-refits16": {"steal": {"selection": "jacobian", "refits": 16}},
+    # one refit per 1,250 answers after the seed share, as the default's 8 are at 20,000
+    # queries: 2 at 5,000 queries, 1 (the seed fit alone) at 2,000
+    "jacobian-refits2": {"steal": {"selection": "jacobian", "refits": 2}},
+    "jacobian-refits1": {"steal": {"selection": "jacobian", "refits": 1}},
     # three times the default's pool candidates per query (15, not 5) to pick and push from
     "jacobian-x15": {"steal": {"selection": "jacobian", "candidates_per_query": 15}},
     # no synthesis before 5,000 answers: below that, jacobian's balanced picks among pool
