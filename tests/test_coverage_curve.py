@@ -127,3 +127,28 @@ def test_report_lists_answers_by_pool_group() -> None:
     assert "| 1 more groups | 2 | | |" in lines  # the rest, summed
     assert source_lines([(0, "npd")] * 3, names) == []  # one group: nothing to show
     assert any("photos/a\\|b" in line for line in source_lines(rows, names))  # table-safe
+
+
+def test_curve_copies_train_semi_supervised_when_the_config_says_so(
+    victim_dir: Path, fmnist_env: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import torch
+
+    from copycat.errors import CopycatError
+    from copycat.evaluate.curve import fit_prefix
+    from copycat.steal.store import AnswerStore
+
+    cfg = _stolen_run(victim_dir, tmp_path)
+    semi = dataclasses.replace(cfg.train, semi="fixmatch", unlabelled=200, semi_threshold=0.3)
+    with caplog.at_level(logging.INFO, logger="copycat"):
+        curve_stage(dataclasses.replace(cfg, train=semi), budgets=(300,))
+    assert "semi-supervised (fixmatch) on 200 unqueried pool images" in caplog.text
+    with AnswerStore(Path(cfg.run_dir) / "answers.sqlite") as store:
+        data = store.load()
+    images, labels = data.images[:300], data.labels[:300]
+    with pytest.raises(CopycatError, match="needs unlabelled pool images"):
+        fit_prefix(images, labels, num_classes=10, config=semi)  # never silently supervised
+    plain, _ = fit_prefix(images, labels, num_classes=10, config=cfg.train)
+    mixed, _ = fit_prefix(images, labels, num_classes=10, config=semi, unlabelled=data.images[300:])
+    a, b = plain.state_dict(), mixed.state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # the pseudo-labels changed the copy

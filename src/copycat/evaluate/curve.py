@@ -27,6 +27,7 @@ from copycat.oracles.base import Oracle
 from copycat.train.checkpoint import load_checkpoint
 from copycat.train.fit import fit, predict
 from copycat.train.models import init_model
+from copycat.train.semi import semi_loss
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +90,16 @@ def queries_to_reach(points: list[CurvePoint], goal: float) -> int | None:
 
 
 def fit_prefix(
-    images: torch.Tensor, targets: torch.Tensor, *, num_classes: int, config: TrainConfig
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    num_classes: int,
+    config: TrainConfig,
+    unlabelled: torch.Tensor | None = None,
 ) -> tuple[torch.nn.Module, float]:
     """Train a copycat on ``images`` (N, C, H, W) uint8 with ``targets`` (hard (N,) or soft
-    (N, K)); the epoch of best held-out agreement is returned, with the training seconds."""
+    (N, K)), and on ``unlabelled`` pool images when ``config.semi`` asks for them, as the train
+    stage does; the epoch of best held-out agreement is returned, with the training seconds."""
     hard = targets.argmax(1) if targets.ndim == 2 else targets
     gen = torch.Generator().manual_seed(config.seed)
     perm = torch.randperm(len(images), generator=gen)
@@ -107,6 +114,7 @@ def fit_prefix(
             config=config,
             val=(images[val_idx], hard[val_idx]) if n_val else None,
             checkpoint_dir=Path(tmp),
+            extra_loss=semi_loss(config, unlabelled),
         )
         model.load_state_dict(load_checkpoint(Path(tmp) / "best.pt")["model"])
     return model, result.seconds
@@ -122,10 +130,12 @@ def budget_curve(
     oracle: Oracle,
     config: TrainConfig,
     on_point: Callable[[CurvePoint], None] | None = None,
+    unlabelled: torch.Tensor | None = None,
 ) -> BudgetCurve:
     """Train and score a copycat on each prefix of the answers ``images`` (N, C, H, W) uint8
     with ``targets`` (N,) int64 or (N, K) float32, in query order. Budgets beyond N are
-    dropped with a warning; if none is left, the whole store is one point."""
+    dropped with a warning; if none is left, the whole store is one point. ``unlabelled``:
+    unqueried pool images for ``config.semi`` (every prefix trains on the same ones)."""
     n = len(images)
     if len(test_set.class_names) != num_classes:
         raise ConfigError(
@@ -141,7 +151,9 @@ def budget_curve(
     t = classification_metrics(test_set.labels, target_pred, num_classes=num_classes)
     points: list[CurvePoint] = []
     for b in kept:
-        model, seconds = fit_prefix(images[:b], targets[:b], num_classes=num_classes, config=config)
+        model, seconds = fit_prefix(
+            images[:b], targets[:b], num_classes=num_classes, config=config, unlabelled=unlabelled
+        )
         pred = predict(model.to(device), test_set.images, device=device).argmax(1)
         c = classification_metrics(test_set.labels, pred, num_classes=num_classes)
         point = CurvePoint(

@@ -16,8 +16,9 @@ from copycat.pools.pool import build_pool
 from copycat.runs import RunDir
 from copycat.steal.store import AnswerStore, image_id
 from copycat.train.checkpoint import load_checkpoint, write_metrics
-from copycat.train.fit import ExtraLoss, FitResult, StepFn, fit
+from copycat.train.fit import FitResult, StepFn, fit
 from copycat.train.models import init_model
+from copycat.train.semi import semi_loss
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def train_copycat(
         val=(data.images[val_idx], data.labels[val_idx]) if n_val else None,
         checkpoint_dir=run.checkpoints,
         on_step=on_step,
-        extra_loss=_semi_loss(config, unlabelled),
+        extra_loss=semi_loss(config, unlabelled),
     )
     best = load_checkpoint(run.checkpoints / "best.pt")
     save_file({k: v.contiguous() for k, v in best["model"].items()}, str(run.copycat_weights))
@@ -112,22 +113,6 @@ def train_copycat(
     write_metrics(run.metrics, result.history)
     run.record("train", asdict(config))
     return result
-
-
-def _semi_loss(config: TrainConfig, unlabelled: torch.Tensor | None) -> ExtraLoss | None:
-    if config.semi == "none":
-        return None
-    if unlabelled is None or not len(unlabelled):
-        raise CopycatError("train.semi='fixmatch' needs unlabelled pool images; none were given")
-    from copycat.train.semi import FixMatch
-
-    log.info("semi-supervised (%s) on %d unqueried pool images", config.semi, len(unlabelled))
-    return FixMatch(
-        unlabelled,
-        batch_size=config.batch_size,
-        threshold=config.semi_threshold,
-        weight=config.semi_weight,
-    )
 
 
 def train_stage(

@@ -10,11 +10,17 @@ so training stays seeded and resumes exactly.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from copycat.train.fit import shift
+from copycat.config import TrainConfig
+from copycat.errors import CopycatError
+from copycat.train.fit import ExtraLoss, shift
+
+log = logging.getLogger(__name__)
 
 
 def strong_augment(
@@ -83,3 +89,19 @@ class FixMatch:
         logits = model(strong[mask].contiguous(memory_format=torch.channels_last))
         loss = F.cross_entropy(logits, pseudo[mask], reduction="sum") / len(idx)
         return loss * self.weight
+
+
+def semi_loss(config: TrainConfig, unlabelled: torch.Tensor | None) -> ExtraLoss | None:
+    """The extra loss ``config.semi`` asks for (None for ``none``), on ``unlabelled`` (M, C, H,
+    W) uint8 pool images; refused by name when semi-supervised training has no images."""
+    if config.semi == "none":
+        return None
+    if unlabelled is None or not len(unlabelled):
+        raise CopycatError("train.semi='fixmatch' needs unlabelled pool images; none were given")
+    log.info("semi-supervised (%s) on %d unqueried pool images", config.semi, len(unlabelled))
+    return FixMatch(
+        unlabelled,
+        batch_size=config.batch_size,
+        threshold=config.semi_threshold,
+        weight=config.semi_weight,
+    )
