@@ -134,6 +134,11 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
         "steal": {"selection": "jacobian"},
         "npd": {"sets": ("clipart", "stamps", "sprites")},
     },
+    # Oxygen's icons beside clip-art (oxygen-icon-theme)
+    "jacobian-icons": {
+        "steal": {"selection": "jacobian"},
+        "npd": {"sets": ("clipart", "icons")},
+    },
 }
 QUICK = {"budgets": "500,1k,2k", "copycat_epochs": 4, "seeds": 1}
 FULL = {"budgets": "1k,2k,5k,10k,20k", "copycat_epochs": None, "seeds": 3}

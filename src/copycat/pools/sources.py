@@ -96,6 +96,15 @@ NPD_SETS: tuple[NpdSet, ...] = (
         members=(".png",),
         member_depth=2,  # LIBRARY/NAME.png; deeper ones are its models' textures
     ),
+    # Oxygen's icons (devices, places, applications, file types, emblems, faces in emotes/):
+    # shaded colour objects, the nearest in style to emoji of the registries' sets. One size,
+    # 128 px, so that an icon is not in the set once per size
+    NpdSet(
+        "icons",
+        (Path("/usr/share/icons/oxygen/base/128x128"),),
+        "objects",
+        "oxygen-icon-theme",
+    ),
     NpdSet("strokes", (), "procedural", ""),
     NpdSet("shapes", (), "procedural", ""),
 )

@@ -66,11 +66,14 @@ GARMENT_WORDS = (
     # holds these, so the clip-art pool is unchanged
     "jupe", "robe.", "mannequin",
 )  # fmt: skip
-# "words_sample": GCompris' word pictures, which include drawn numerals ("three", "ten")
+# "words_sample": GCompris' word pictures, which include drawn numerals ("three", "ten");
+# "calendar": Oxygen's calendar icons show a date (no file of the other sets names one)
 DIGIT_WORDS = (
     "number", "digit", "numeral", "letters", "alphabets", "math", "clock", "words_sample",
+    "calendar",
 )  # fmt: skip
-EMOJI_WORDS = ("smil", "emoticon", "emoji", "faces")
+# "emotes": Oxygen's face icons (no file of the other sets names it)
+EMOJI_WORDS = ("smil", "emoticon", "emoji", "faces", "emotes")
 
 SUITE: tuple[SuiteTarget, ...] = (
     # The demo's target: a two-block CNN on Fashion-MNIST (28x28 grey, 10 garments).
