@@ -82,6 +82,12 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
         "steal": {"selection": "jacobian"},
         "npd": {"sets": ("clipart", "strokes")},
     },
+    # the best 2,000-query digits recipe of the third build (with --copycat-set
+    # val_fraction=0): strokes beside clip-art, synthesis from the end of the seed share
+    "jacobian-strokes-early": {
+        "steal": {"selection": "jacobian", "synth_from": 0},
+        "npd": {"sets": ("clipart", "strokes")},
+    },
     # pen strokes alone, and strokes beside every set of objects (a handwriting target's pools)
     "jacobian-strokes-only": {"steal": {"selection": "jacobian"}, "npd": {"sets": ("strokes",)}},
     "jacobian-strokes-objects": {
