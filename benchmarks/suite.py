@@ -299,7 +299,7 @@ def ensemble_case(cfg: Any, n: int) -> tuple[Any, dict[str, Any], float]:
     from copycat.evaluate.evaluate import oracle_labels
     from copycat.evaluate.metrics import classification_metrics
     from copycat.oracles.registry import parse_oracle_spec
-    from copycat.pipeline.train import unqueried_images
+    from copycat.pipeline.train import semi_images
     from copycat.runs import RunDir
     from copycat.steal.store import AnswerStore
     from copycat.train.fit import predict
@@ -311,9 +311,7 @@ def ensemble_case(cfg: Any, n: int) -> tuple[Any, dict[str, Any], float]:
     test = load_labelled(cfg.test_set, input_shape=oracle.input_shape)
     target_pred = oracle_labels(oracle, test.images)
     t = classification_metrics(test.labels, target_pred, num_classes=k)
-    unlabelled = None
-    if cfg.train.semi != "none":
-        unlabelled = unqueried_images(RunDir.at(cfg.run_dir), cfg, cfg.train.unlabelled)
+    unlabelled = semi_images(RunDir.at(cfg.run_dir), cfg)  # once, for every member
 
     def scored(probs: torch.Tensor) -> tuple[float, float, float]:
         pred = probs.argmax(1)

@@ -20,7 +20,7 @@ from copycat.evaluate.evaluate import EvalResult, evaluate
 from copycat.oracles.base import Oracle
 from copycat.oracles.registry import parse_oracle_spec
 from copycat.pipeline.steal import experiment_http, open_oracle
-from copycat.pipeline.train import unqueried_images
+from copycat.pipeline.train import semi_images
 from copycat.report.render import render_report
 from copycat.runs import RunDir
 from copycat.steal.store import AnswerStore
@@ -118,9 +118,6 @@ def curve_stage(
     soft = data.probs is not None and cfg.train.labels in ("auto", "soft")
     targets = data.probs if soft and data.probs is not None else data.labels
     test = load_labelled(cfg.test_set, input_shape=oracle.input_shape)
-    unlabelled = None
-    if cfg.train.semi != "none":  # the copycats train as the train stage's would
-        unlabelled = unqueried_images(run, cfg, cfg.train.unlabelled)
     curve = budget_curve(
         data.images,
         targets,
@@ -130,7 +127,7 @@ def curve_stage(
         oracle=oracle,
         config=cfg.train,
         on_point=on_point,
-        unlabelled=unlabelled,
+        unlabelled=semi_images(run, cfg),  # the copies train as the train stage's would
     )
     curve.save(run.root / "curve.json")
     plot_budget_curve(curve_dict(curve), run.root / "curve.png")

@@ -47,6 +47,14 @@ def unqueried_images(run: RunDir, cfg: ExperimentConfig, n: int) -> torch.Tensor
     return torch.cat(out)[:n]
 
 
+def semi_images(run: RunDir, cfg: ExperimentConfig) -> torch.Tensor | None:
+    """The unqueried pool images ``cfg.train.semi`` trains on (``cfg.train.unlabelled`` of
+    them), or None when the copycat trains on its answers alone or the run has none yet."""
+    if cfg.train.semi == "none" or not run.store.is_file():
+        return None
+    return unqueried_images(run, cfg, cfg.train.unlabelled)
+
+
 def train_copycat(
     run: RunDir,
     *,
@@ -119,9 +127,6 @@ def train_stage(
     cfg: ExperimentConfig, *, command: str | None = None, on_step: StepFn | None = None
 ) -> FitResult:
     run = RunDir.at(cfg.run_dir)
-    unlabelled = None
-    if cfg.train.semi != "none" and run.store.is_file():
-        unlabelled = unqueried_images(run, cfg, cfg.train.unlabelled)
-    result = train_copycat(run, config=cfg.train, on_step=on_step, unlabelled=unlabelled)
+    result = train_copycat(run, config=cfg.train, on_step=on_step, unlabelled=semi_images(run, cfg))
     run.record("train", to_jsonable(cfg.train), command)
     return result
