@@ -78,6 +78,12 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
     "jacobian-whole50": {"steal": {"selection": "jacobian"}, "augment": {"whole": 0.5}},
     # jacobian with crops from 15% (not 30%) of the image's area
     "jacobian-scale15": {"steal": {"selection": "jacobian"}, "augment": {"scale": (0.15, 1.0)}},
+    # colour targets: hue turned at random (any hue), or a mild hue and saturation jitter
+    "jacobian-hue": {"steal": {"selection": "jacobian"}, "augment": {"hue": 0.5}},
+    "jacobian-colour": {
+        "steal": {"selection": "jacobian"},
+        "augment": {"hue": 0.1, "saturation": 0.5},
+    },
     "jacobian-strokes": {
         "steal": {"selection": "jacobian"},
         "npd": {"sets": ("clipart", "strokes")},

@@ -111,6 +111,40 @@ def test_a_share_of_images_is_sent_whole_and_the_rest_as_before() -> None:
         AugmentConfig(whole=1.5)
 
 
+def test_colour_jitter_turns_hue_keeps_luma_and_leaves_grey_pools_alone() -> None:
+    from copycat.pools.augment import augment_batch, colour_jitter
+
+    red = torch.tensor([0.6, 0.3, 0.3]).view(1, 3, 1, 1).expand(1, 3, 4, 4).clone()
+    # a third of the circle takes red to green, two thirds to blue; luma is kept, and a scale
+    # of 0 leaves grey
+    third = colour_jitter(red, turn=torch.tensor([1 / 3]), scale=torch.tensor([1.0]))
+    assert int(third[0, :, 0, 0].argmax()) == 1
+    two = colour_jitter(red, turn=torch.tensor([2 / 3]), scale=torch.tensor([1.0]))
+    assert int(two[0, :, 0, 0].argmax()) == 2
+    luma = torch.tensor([0.299, 0.587, 0.114])
+    assert abs(float(luma @ third[0, :, 0, 0]) - float(luma @ red[0, :, 0, 0])) < 0.05
+    grey = colour_jitter(red, turn=torch.tensor([0.0]), scale=torch.tensor([0.0]))
+    assert float(grey[0].std(0).max()) < 1e-5
+    same = colour_jitter(red, turn=torch.tensor([0.0]), scale=torch.tensor([1.0]))
+    assert torch.allclose(same, red, atol=1e-5)
+
+    base = torch.rand(64, 3, 40, 40, generator=torch.Generator().manual_seed(1))
+    before = augment_batch(base, (3, 32, 32), AugmentConfig(), torch.Generator().manual_seed(0))
+    cfg = AugmentConfig(hue=0.5, saturation=0.5)
+    after = augment_batch(base, (3, 32, 32), cfg, torch.Generator().manual_seed(0))
+    assert not torch.equal(before, after)
+    # the geometry is drawn first, so each image keeps its crop: luma barely moves
+    w = luma.view(1, 3, 1, 1)
+    assert float(((before * w).sum(1) - (after * w).sum(1)).abs().mean()) < 0.05
+    # grey pools have no hue: exactly the default's images
+    g = base[:, :1]
+    g0 = augment_batch(g, (1, 32, 32), AugmentConfig(), torch.Generator().manual_seed(0))
+    g1 = augment_batch(g, (1, 32, 32), cfg, torch.Generator().manual_seed(0))
+    assert torch.equal(g0, g1)
+    with pytest.raises(ConfigError, match="hue"):
+        AugmentConfig(hue=0.7)
+
+
 def test_pd_pool_discards_labels(fmnist_env: Path) -> None:
     imgs = _take("pd:fashion-mnist", (1, 28, 28), 32)
     assert imgs.shape == (32, 1, 28, 28)

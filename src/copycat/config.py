@@ -42,6 +42,11 @@ class AugmentConfig:
     brightness: float = 0.25
     contrast: float = 0.25
     invert: float = 0.0
+    # Colour images only (grey ones have no hue): each image's hue turned by up to this
+    # fraction of the colour circle either way (0.5: any hue), and its saturation scaled by
+    # 1 +- saturation; 0 leaves colours as they are.
+    hue: float = 0.0
+    saturation: float = 0.0
     # The share of images sent whole: the full base image, no crop, rotation or jitter.
     whole: float = 0.0
 
@@ -61,9 +66,10 @@ class AugmentConfig:
             self.aspect,
             "(lo, hi) with 0 < lo <= 1 <= hi (width / height of the crop)",
         )
-        for name in ("brightness", "contrast"):
+        for name in ("brightness", "contrast", "saturation"):
             v = getattr(self, name)
             _check(0.0 <= v < 1.0, f"augment.{name}", v, "a jitter strength in [0, 1)")
+        _check(0.0 <= self.hue <= 0.5, "augment.hue", self.hue, "[0, 0.5] of the colour circle")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

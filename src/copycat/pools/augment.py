@@ -21,12 +21,39 @@ def resize(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
 
 
+# RGB to YIQ (NTSC): Y is luma, the angle of (I, Q) is hue and its length saturation.
+_YIQ = torch.tensor(
+    [[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]]
+)
+
+
+def colour_jitter(x: torch.Tensor, *, turn: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """RGB images (N, 3, H, W) in [0, 1] with each hue turned by ``turn`` (N,) of the colour
+    circle and saturation scaled by ``scale`` (N,): one 3x3 colour matrix per image, applied
+    in YIQ space so luma is kept; clamped to [0, 1]."""
+    ang = 2 * math.pi * turn
+    cos, sin = ang.cos() * scale, ang.sin() * scale
+    one, zero = torch.ones_like(cos), torch.zeros_like(cos)
+    rot = torch.stack(
+        [
+            torch.stack([one, zero, zero], 1),
+            torch.stack([zero, cos, sin], 1),
+            torch.stack([zero, -sin, cos], 1),
+        ],
+        1,
+    )  # (N, 3, 3) on (Y, I, Q), turning as HSV's hue does: red, then green, then blue
+    yiq = _YIQ.to(x.device, x.dtype)
+    m = torch.linalg.inv(yiq) @ rot.to(x.device, x.dtype) @ yiq
+    return torch.einsum("nij,njhw->nihw", m, x).clamp_(0.0, 1.0)
+
+
 def augment_batch(
     base: torch.Tensor, shape: tuple[int, int, int], cfg: AugmentConfig, gen: torch.Generator
 ) -> torch.Tensor:
     """Random resized crop, rotation and flips in one batched affine resample, then photometric
-    jitter; a ``cfg.whole`` share of the images is sent whole instead (only resized). ``base``
-    is float (N, C, S, S) in [0, 1]; returns float (N, C, H, W) in [0, 1]."""
+    jitter (brightness, contrast, and for colour images hue and saturation); a ``cfg.whole``
+    share of the images is sent whole instead (only resized). ``base`` is float (N, C, S, S) in
+    [0, 1]; returns float (N, C, H, W) in [0, 1]."""
     n, _, h, w = base.shape[0], *shape
     if not cfg.enabled:
         return resize(base, h, w)
@@ -65,6 +92,12 @@ def augment_batch(
     mean = out.mean(dim=(1, 2, 3), keepdim=True)
     out = (out - mean) * contrast.view(n, 1, 1, 1) + mean
     out = (out * bright.view(n, 1, 1, 1)).clamp_(0.0, 1.0)
+    if out.shape[1] == 3 and (cfg.hue > 0 or cfg.saturation > 0):
+        # drawn only then, so grey pools and the default draw exactly as before
+        c = torch.rand(n, 2, generator=gen)
+        out = colour_jitter(
+            out, turn=cfg.hue * (2 * c[:, 0] - 1), scale=1 + cfg.saturation * (2 * c[:, 1] - 1)
+        )
     if cfg.whole > 0:  # drawn only then, so the other images' draws stay as before
         keep = (torch.rand(n, generator=gen) < cfg.whole).view(n, 1, 1, 1)
         out = torch.where(keep, resize(base, h, w), out)
