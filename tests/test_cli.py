@@ -72,7 +72,7 @@ def test_cli_end_to_end(fmnist_env: Path, tmp_path: Path, png_folder: Path) -> N
         [
             "train",
             *("--run-dir", str(run), "--arch", "cnn-tiny", "--epochs", "2", "--device", "cpu"),
-            *("--mixup", "0.2", "--val-fraction", "0"),
+            *("--mixup", "0.2", "--ema", "0.99", "--val-fraction", "0"),
         ]
     )
     _ok(
@@ -150,6 +150,7 @@ device = "cpu"
         (["steal", "--oracle", "torch:nowhere", "--run-dir", "r"], "copycat target train"),
         (["train", "--run-dir", "nowhere"], "copycat steal"),
         (["train", "--run-dir", "r", "--mixup", "-1"], "train.mixup"),
+        (["train", "--run-dir", "r", "--ema", "1"], "train.ema"),
         (["train", "--run-dir", "r", "--val-fraction", "0.7"], "train.val_fraction"),
         (["report", "--run-dir", "nowhere"], "copycat evaluate"),
         (["run", "--config", "missing.toml"], "not found"),

@@ -97,12 +97,15 @@ def test_interrupted_training_resumes_where_it_stopped(victim: TorchOracle, tmp_
         assert torch.allclose(a[k].float(), b[k].float(), atol=1e-5), k
 
 
-def test_resume_with_dropout_is_bit_identical(victim: TorchOracle, tmp_path: Path) -> None:
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resume_with_dropout_is_bit_identical(
+    victim: TorchOracle, tmp_path: Path, ema: float
+) -> None:
     """The default architecture (``cnn-small``, with dropout) interrupted after epoch 1 and
-    resumed gives exactly the weights of an uninterrupted run: every random state travels in
-    ``last.pt``."""
+    resumed gives exactly the weights of an uninterrupted run: every random state, and the
+    moving average of the weights, travels in ``last.pt``."""
     cfg = dataclasses.replace(
-        CFG, arch=TrainConfig().arch, epochs=3, batch_size=32, val_fraction=0.1
+        CFG, arch=TrainConfig().arch, epochs=3, batch_size=32, val_fraction=0.1, ema=ema
     )
     ref, cut = RunDir.at(tmp_path / "ref"), RunDir.at(tmp_path / "cut")
     for run in (ref, cut):
@@ -124,7 +127,12 @@ def test_resume_with_dropout_is_bit_identical(victim: TorchOracle, tmp_path: Pat
     b = torch.load(cut.checkpoints / "last.pt", weights_only=True)
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+        if ema:
+            assert torch.equal(a["ema"][k], b["ema"][k]), k
     assert a["history"][-1]["train_loss"] == b["history"][-1]["train_loss"]
+    best_a = torch.load(ref.checkpoints / "best.pt", weights_only=True)["model"]
+    best_b = torch.load(cut.checkpoints / "best.pt", weights_only=True)["model"]
+    assert all(torch.equal(best_a[k], best_b[k]) for k in best_a)
 
 
 def test_resume_on_other_answers_of_the_same_size_is_refused(
@@ -221,6 +229,33 @@ def test_mixup_changes_training_and_the_copycat_still_learns(
         res = evaluate(model.eval(), test_set=test_set, oracle=victim)
         assert res.agreement >= 0.6, (mixup, res.agreement)  # chance is 0.1
     assert histories[0][-1]["train_loss"] != histories[1][-1]["train_loss"]
+
+
+def test_a_moving_average_of_the_weights_is_what_is_kept_and_still_learns(
+    victim: TorchOracle, test_set: LabelledSet
+) -> None:
+    from copycat.train.fit import fit
+    from copycat.train.models import init_model
+
+    data = rule_set(1500, 5, "ema")
+    labels = victim.query(data.images.float().div(255.0)).labels
+    kept = {}
+    for ema in (0.0, 0.98):
+        model = init_model("cnn-tiny", data.images, num_classes=10, seed=0)
+        cfg = dataclasses.replace(CFG, ema=ema, val_fraction=0.0)
+        fit(model, data.images, labels, config=cfg)
+        res = evaluate(model.eval(), test_set=test_set, oracle=victim)
+        assert res.agreement >= 0.6, (ema, res.agreement)  # chance is 0.1
+        kept[ema] = {k: v.clone() for k, v in model.state_dict().items()}
+    # the same steps, the same seed: only the average differs from the trained weights
+    assert not torch.equal(kept[0.0]["backbone.0.weight"], kept[0.98]["backbone.0.weight"])
+    # batch counts are copied, not averaged
+    assert torch.equal(
+        kept[0.0]["backbone.1.num_batches_tracked"],
+        kept[0.98]["backbone.1.num_batches_tracked"],
+    )
+    with pytest.raises(ValueError, match=r"train\.ema"):
+        TrainConfig(ema=1.0)
 
 
 def test_a_negative_mixup_is_refused_with_the_field_named() -> None:

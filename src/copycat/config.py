@@ -210,6 +210,10 @@ class TrainConfig:
     # > 0: mixup at training time, each batch's images mixed in pairs with a weight drawn from
     # Beta(mixup, mixup), the loss mixed alike (Zhang et al., ICLR 2018); 0 turns it off
     mixup: float = 0.0
+    # > 0: the copy kept (scored, checkpointed, returned) is an exponential moving average of
+    # the weights and batch-norm statistics over the optimiser steps, with this decay per step
+    # (warmed up as (1 + t) / (10 + t) over the first steps); 0: the weights as trained
+    ema: float = 0.0
     val_fraction: float = 0.1
     seed: int = 0
     device: str = "auto"
@@ -256,6 +260,7 @@ class TrainConfig:
             "[0, 1)",
         )
         _check(self.mixup >= 0, "train.mixup", self.mixup, "a float >= 0 (0: off)")
+        _check(0.0 <= self.ema < 1.0, "train.ema", self.ema, "a decay in [0, 1) (0: off)")
         _check(0.0 <= self.val_fraction < 0.5, "train.val_fraction", self.val_fraction, "[0, 0.5)")
         _check(
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),

@@ -90,6 +90,13 @@ MixupOpt = Annotated[
         "images (and their losses) are mixed; 0: off."
     ),
 ]
+EmaOpt = Annotated[
+    float,
+    typer.Option(
+        help="Keep a moving average of the weights over the training steps, with this decay "
+        "per step (e.g. 0.999), as the copycat; 0: the weights as trained."
+    ),
+]
 SemiOpt = Annotated[
     str,
     typer.Option(

@@ -7,6 +7,7 @@ resume. Checkpoints are plain dicts of tensors and numbers, loaded with ``weight
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import logging
@@ -113,6 +114,8 @@ class _Loop:
     n: int
     digest: str = ""
     extra_loss: ExtraLoss | None = None
+    # config.ema > 0: a copy of the model whose weights are the moving average (see _ema_step)
+    ema: nn.Module | None = None
     history: list[dict[str, float]] = field(default_factory=list)
     best: float | None = None
     start_epoch: int = 0
@@ -164,7 +167,7 @@ def fit(
             row = _train_epoch(loop, epoch, images, targets, on_step=on_step)
             has_val = val is not None and len(val[0]) > 0
             if val is not None and has_val:
-                pred = predict(loop.model, val[0], device=loop.device).argmax(1)
+                pred = predict(_kept(loop), val[0], device=loop.device).argmax(1)
                 row["val_agreement"] = float((pred == val[1]).float().mean())
             loop.history.append(row)
             _log_epoch(row, loop.epochs, metric=metric, has_val=has_val)
@@ -173,6 +176,8 @@ def fit(
             elif val is not None and (loop.best is None or row["val_agreement"] >= loop.best):
                 loop.best = row["val_agreement"]
     seconds = time.perf_counter() - t_all
+    if loop.ema is not None:  # the caller's model becomes the copy that was scored and kept
+        loop.model.load_state_dict(loop.ema.state_dict())
     return FitResult(
         history=loop.history,
         best_val_agreement=loop.best,
@@ -215,6 +220,7 @@ def _setup(model: nn.Module, n: int, *, config: TrainConfig) -> _Loop:
     steps = config.steps_per_epoch(n)
     epochs = config.epochs_at(steps)
     sched = _schedule(opt, lr=config.lr, total=epochs * steps)
+    ema = copy.deepcopy(model) if config.ema > 0 else None
     return _Loop(
         model=model,
         opt=opt,
@@ -227,7 +233,28 @@ def _setup(model: nn.Module, n: int, *, config: TrainConfig) -> _Loop:
         epochs=epochs,
         batch=batch,
         n=n,
+        ema=ema,
     )
+
+
+def _kept(loop: _Loop) -> nn.Module:
+    """The model that is scored and checkpointed: the moving average if there is one."""
+    return loop.ema if loop.ema is not None else loop.model
+
+
+@torch.no_grad()
+def _ema_step(loop: _Loop, t: int) -> None:
+    """Move the average toward the model after optimiser step ``t`` (0-based): weights and
+    float buffers by ``1 - decay``, with the decay warmed up so that short runs are not an
+    average of their random start; integer buffers (batch counts) are copied."""
+    assert loop.ema is not None
+    w = 1.0 - min(loop.config.ema, (1.0 + t) / (10.0 + t))
+    avg = loop.ema.state_dict()
+    for k, v in loop.model.state_dict().items():
+        if v.dtype.is_floating_point:
+            avg[k].lerp_(v, w)
+        else:
+            avg[k].copy_(v)
 
 
 def _schedule(
@@ -261,6 +288,8 @@ def _resume(loop: _Loop, last: Path) -> None:
             "not be exact; delete the checkpoints folder to retrain from scratch"
         )
     loop.model.load_state_dict(ck["model"])
+    if loop.ema is not None:  # the same configuration, so last.pt holds the average too
+        loop.ema.load_state_dict(ck["ema"])
     loop.opt.load_state_dict(ck["optimizer"])
     loop.sched.load_state_dict(ck["scheduler"])
     loop.gen.set_state(ck["generator"])
@@ -312,6 +341,8 @@ def _train_epoch(
         loss.backward()
         loop.opt.step()
         loop.sched.step()
+        if loop.ema is not None:
+            _ema_step(loop, epoch * loop.steps + step)
         agree = (logits.argmax(1) == hard[idx].to(device)).float().mean().item()
         tot_loss += loss.item()
         tot_agree += agree
@@ -343,14 +374,18 @@ def _checkpoint(
     if improved:
         loop.best = row["val_agreement"] if has_val else None
     state = {k: v.detach().cpu() for k, v in loop.model.state_dict().items()}
+    kept = state
+    if loop.ema is not None:
+        kept = {k: v.detach().cpu() for k, v in loop.ema.state_dict().items()}
     if improved:
         save_checkpoint(
-            folder / "best.pt", {"model": state, "epoch": epoch, "config": loop.cfg_dict}
+            folder / "best.pt", {"model": kept, "epoch": epoch, "config": loop.cfg_dict}
         )
     save_checkpoint(
         folder / "last.pt",
         {
             "model": state,
+            "ema": kept if loop.ema is not None else None,
             "optimizer": loop.opt.state_dict(),
             "scheduler": loop.sched.state_dict(),
             "generator": loop.gen.get_state(),
