@@ -107,6 +107,8 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
     "jacobian-steps12": {"steal": {"selection": "jacobian", "synth_steps": 12}},
     "jacobian-step06": {"steal": {"selection": "jacobian", "synth_step_size": 0.06}},
     "jacobian-refits8": {"steal": {"selection": "jacobian", "refits": 8}},
+    # jacobian with each refit of the interim copycat started afresh, as balanced's are
+    "jacobian-fresh": {"steal": {"selection": "jacobian", "warm_refits": False}},
     # jacobian's own refits until 799ebf1 (8 since: jacobian-refits8 is the default now)
     "jacobian-refits4": {"steal": {"selection": "jacobian", "refits": 4}},
     # twice the default's refits again: 16 fits of the interim copycat

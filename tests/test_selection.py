@@ -61,6 +61,31 @@ def test_balanced_steal_respects_budget_and_evens_labels(
     assert hists["balanced"].std() < hists["random"].std()
 
 
+@pytest.mark.parametrize("warm", [None, True, False])
+def test_refits_continue_the_interim_copycat_or_start_afresh_as_configured(
+    victim: TorchOracle, tmp_path: Path, warm: bool | None
+) -> None:
+    cfg = StealConfig(budget=400, batch_size=50, selection="jacobian", warm_refits=warm)
+    train = TrainConfig(arch="cnn-tiny", epochs=1, batch_size=50, device="cpu")
+    selector = JacobianSelector(config=cfg, train=train, num_classes=10, refits=3, warm=True)
+    assert selector.warm is (warm is not False)  # None keeps the strategy's own choice
+    models = []
+    fit_interim = selector._fit_interim
+
+    def record(store: AnswerStore) -> None:
+        fit_interim(store)
+        models.append(selector.model)
+
+    selector._fit_interim = record  # type: ignore[method-assign]
+    pool = build_pool(PoolConfig(spec="noise"), shape=SHAPE)
+    pool.sources = [BankSource("rule", rule_images(3000, 5)[0])]
+    with AnswerStore(tmp_path / "a.sqlite") as store:
+        steal(LabelOnly(victim), pool, store, config=cfg, selector=selector)
+        assert store.count() == 400
+    assert len(models) == 3
+    assert len({id(m) for m in models}) == (1 if selector.warm else 3)
+
+
 def test_capped_seed_share_refits_each_time_the_answers_double() -> None:
     train = TrainConfig(arch="cnn-tiny", epochs=1, device="cpu")
     even = BalancedSelector(config=StealConfig(budget=10_000), train=train, num_classes=10)

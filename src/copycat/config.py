@@ -120,6 +120,10 @@ class StealConfig:
     # How often the interim copycat is fitted over a run (None: the selection's own number,
     # e.g. 4 for jacobian, 2 for balanced; see copycat.steal.strategies).
     refits: int | None = None
+    # Whether each refit continues from the previous interim copycat (warm) or starts afresh;
+    # None: the selection's own choice (warm for jacobian, boundary, mixup, active and wide,
+    # fresh for balanced; see copycat.steal.strategies).
+    warm_refits: bool | None = None
     # Synthesis (jacobian, boundary, mixup): at most this share of each batch of queries is made
     # of synthesized images; jacobian's pushes take up to synth_steps signed-gradient steps on
     # the interim copycat, each synth_step_size of the pixel range, and stop once the interim

@@ -99,6 +99,8 @@ class InterimSelector:
         self.train = train
         if config.refits is not None:
             refits = config.refits
+        if config.warm_refits is not None:
+            warm = config.warm_refits
         self.num_classes = num_classes
         self.oversample = oversample if oversample is not None else config.candidates_per_query
         self.interim_epochs = interim_epochs
