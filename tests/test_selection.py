@@ -127,3 +127,26 @@ def test_more_refits_than_batches_after_the_seed_share_warn_with_the_batch_size_
     assert "only 0 batch(es)" in record.getMessage()
     assert "fitted at most 1 time(s)" in record.getMessage()
     assert "steal.seed_fraction" in record.getMessage()
+
+
+def test_the_interim_copycat_of_an_auto_arch_stays_small_on_colour_images() -> None:
+    """``auto`` gives the final copy of a colour target ``cnn-wide``; the interim copycat, which
+    only ranks candidates, stays ``cnn-small`` so that refits stay cheap."""
+    from copycat.steal.store import FakeDataset
+    from copycat.train.models import init_model
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (64, 3, 32, 32), generator=gen, dtype=torch.uint8)
+    data = FakeDataset(images, torch.arange(64) % 9, None, ("x",) * 64)
+
+    class Store:
+        def load(self) -> FakeDataset:
+            return data
+
+    for arch, expect in (("auto", "cnn-small"), ("cnn-wide", "cnn-wide")):
+        train = TrainConfig(arch=arch, epochs=1, batch_size=32, device="cpu")
+        sel = JacobianSelector(config=StealConfig(budget=128), train=train, num_classes=9)
+        sel._fit_interim(Store())  # type: ignore[arg-type]
+        assert sel.model is not None
+        want = init_model(expect, images, num_classes=9, seed=0).state_dict()
+        assert sel.model.state_dict().keys() == want.keys(), arch

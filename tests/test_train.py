@@ -261,3 +261,18 @@ def test_a_moving_average_of_the_weights_is_what_is_kept_and_still_learns(
 def test_a_negative_mixup_is_refused_with_the_field_named() -> None:
     with pytest.raises(ValueError, match=r"train\.mixup"):
         TrainConfig(mixup=-0.1)
+
+
+def test_auto_arch_is_wide_for_colour_images_and_small_for_grey_ones() -> None:
+    from copycat.train.models import init_model, resolve_arch
+
+    assert TrainConfig().arch == "auto"
+    assert resolve_arch("auto", channels=3) == "cnn-wide"
+    assert resolve_arch("auto", channels=1) == "cnn-small"
+    assert resolve_arch("cnn-tiny", channels=3) == "cnn-tiny"  # a named one is kept
+    for channels, arch in ((3, "cnn-wide"), (1, "cnn-small")):
+        images = torch.randint(0, 256, (8, channels, 32, 32), dtype=torch.uint8)
+        auto = init_model("auto", images, num_classes=9, seed=0).state_dict()
+        named = init_model(arch, images, num_classes=9, seed=0).state_dict()
+        assert auto.keys() == named.keys()
+        assert all(torch.equal(auto[k], named[k]) for k in auto)

@@ -38,7 +38,13 @@ RunDirOpt = Annotated[
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 SeedOpt = Annotated[int, typer.Option(help="Random seed.")]
 OracleOpt = Annotated[str, typer.Option(help=f"The target: {ORACLES.usages()}.")]
-ArchOpt = Annotated[str, typer.Option(help=f"Architecture: {MODELS.usages()}.")]
+ArchOpt = Annotated[
+    str,
+    typer.Option(
+        help=f"Architecture: {MODELS.usages()}, or auto (cnn-wide for colour images, cnn-small "
+        "for grey ones; the copycat default)."
+    ),
+]
 EpochsOpt = Annotated[
     int, typer.Option(help="Training epochs (copycats, unset: 10, more for small stores).")
 ]

@@ -17,7 +17,7 @@ from copycat.runs import RunDir
 from copycat.steal.store import AnswerStore, image_id
 from copycat.train.checkpoint import load_checkpoint, write_metrics
 from copycat.train.fit import FitResult, StepFn, fit
-from copycat.train.models import init_model
+from copycat.train.models import init_model, resolve_arch
 from copycat.train.semi import semi_loss
 
 log = logging.getLogger(__name__)
@@ -83,10 +83,11 @@ def train_copycat(
     val_idx, tr_idx = perm[:n_val], perm[n_val:]
     targets = data.probs[tr_idx] if soft and data.probs is not None else data.labels[tr_idx]
     shape = tuple(data.images.shape[1:])
-    model = init_model(config.arch, data.images, num_classes=num_classes, seed=config.seed)
+    arch = resolve_arch(config.arch, channels=int(shape[0]))
+    model = init_model(arch, data.images, num_classes=num_classes, seed=config.seed)
     log.info(
         "training %s on %d answers (%s labels), %d held out, %d epochs",
-        config.arch,
+        arch,
         len(tr_idx),
         "soft" if soft else "hard",
         n_val,
@@ -105,7 +106,7 @@ def train_copycat(
     best = load_checkpoint(run.checkpoints / "best.pt")
     save_file({k: v.contiguous() for k, v in best["model"].items()}, str(run.copycat_weights))
     card = {
-        "arch": config.arch,
+        "arch": arch,
         "input_shape": list(shape),
         "num_classes": num_classes,
         "mean": model.normalize.mean.flatten().tolist(),
