@@ -44,7 +44,8 @@ class AugmentConfig:
     invert: float = 0.0
     # Colour images only (grey ones have no hue): each image's hue turned by up to this
     # fraction of the colour circle either way (0.5: any hue), and its saturation scaled by
-    # 1 +- saturation; 0 leaves colours as they are.
+    # 1 +- saturation; 0 leaves colours as they are. Off: on emoji at 5,000 queries any hue
+    # lost (-0.113, -0.060) and hue 0.1 with saturation 0.5 was level (docs/suite.md).
     hue: float = 0.0
     saturation: float = 0.0
     # The share of images sent whole: the full base image, no crop, rotation or jitter.
@@ -122,7 +123,8 @@ class StealConfig:
     refits: int | None = None
     # Whether each refit continues from the previous interim copycat (warm) or starts afresh;
     # None: the selection's own choice (warm for jacobian, boundary, mixup, active and wide,
-    # fresh for balanced; see copycat.steal.strategies).
+    # fresh for balanced; see copycat.steal.strategies). Fresh jacobian refits lost on digits
+    # at 2,000 queries (-0.021 over 10 seeds; docs/suite.md).
     warm_refits: bool | None = None
     # Synthesis (jacobian, boundary, mixup): at most this share of each batch of queries is made
     # of synthesized images; jacobian's pushes take up to synth_steps signed-gradient steps on
@@ -218,7 +220,8 @@ class TrainConfig:
     mixup: float = 0.0
     # > 0: the copy kept (scored, checkpointed, returned) is an exponential moving average of
     # the weights and batch-norm statistics over the optimiser steps, with this decay per step
-    # (warmed up as (1 + t) / (10 + t) over the first steps); 0: the weights as trained
+    # (warmed up as (1 + t) / (10 + t) over the first steps); 0: the weights as trained.
+    # Off: 0.995 was level on every suite target and budget measured (docs/suite.md).
     ema: float = 0.0
     val_fraction: float = 0.1
     seed: int = 0
