@@ -155,6 +155,35 @@ def test_resume_on_other_answers_of_the_same_size_is_refused(
         train_copycat(run, config=cfg)
 
 
+def test_a_checkpoint_that_predates_a_field_at_its_default_resumes(
+    victim: TorchOracle, tmp_path: Path
+) -> None:
+    """A ``last.pt`` made before a training field existed (here ``ema``) is the training the
+    field's default gives, so it resumes; a value other than the default is still refused."""
+    from copycat.train.checkpoint import load_checkpoint, save_checkpoint
+
+    run = RunDir.at(tmp_path)
+    _steal_pd(victim, run, 200)
+    cfg = dataclasses.replace(CFG, epochs=2)
+    full = train_copycat(run, config=cfg)
+    last = run.checkpoints / "last.pt"
+    ck = load_checkpoint(last)
+    del ck["config"]["ema"]
+    save_checkpoint(last, ck)
+    assert train_copycat(run, config=cfg).history == full.history  # kept, nothing retrained
+    with pytest.raises(CheckpointError, match="delete the checkpoints"):
+        train_copycat(run, config=dataclasses.replace(cfg, ema=0.9))
+    # "auto" is recorded as the architecture it gave, so a checkpoint of that name resumes
+    auto = dataclasses.replace(cfg, arch="auto", epochs=1)
+    other = RunDir.at(tmp_path / "auto")
+    _steal_pd(victim, other, 200)
+    first = train_copycat(other, config=auto)
+    assert load_checkpoint(other.checkpoints / "last.pt")["config"]["arch"] == "cnn-small"
+    assert '"arch": "cnn-small"' in other.copycat_card.read_text()
+    named = dataclasses.replace(auto, arch="cnn-small")
+    assert train_copycat(other, config=named).history == first.history
+
+
 def test_resume_with_another_configuration_is_refused(victim: TorchOracle, tmp_path: Path) -> None:
     run = RunDir.at(tmp_path)
     _steal_pd(victim, run, 200)

@@ -84,6 +84,8 @@ def train_copycat(
     targets = data.probs[tr_idx] if soft and data.probs is not None else data.labels[tr_idx]
     shape = tuple(data.images.shape[1:])
     arch = resolve_arch(config.arch, channels=int(shape[0]))
+    # checkpoints record the architecture trained, so a resume compares what was trained
+    config = replace(config, arch=arch)
     model = init_model(arch, data.images, num_classes=num_classes, seed=config.seed)
     log.info(
         "training %s on %d answers (%s labels), %d held out, %d epochs",

@@ -269,14 +269,22 @@ def _schedule(
     )
 
 
+def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A training configuration as resuming compares it: the device aside, and a field that
+    a checkpoint predates taken at its default (a field added later with its default value
+    changes nothing of the training that made the checkpoint)."""
+    defaults = dataclasses.asdict(TrainConfig())
+    return {k: cfg.get(k, defaults[k]) for k in defaults if k != "device"} | {
+        k: v for k, v in cfg.items() if k not in defaults
+    }
+
+
 def _resume(loop: _Loop, last: Path) -> None:
     """Continue from ``last.pt`` if it exists; refuse one of another configuration."""
     if not last.is_file():
         return
     ck = load_checkpoint(last)
-    same = {k: v for k, v in ck["config"].items() if k != "device"} == {
-        k: v for k, v in loop.cfg_dict.items() if k != "device"
-    }
+    same = _comparable(ck["config"]) == _comparable(loop.cfg_dict)
     if not same or ck.get("num_samples") != loop.n or ck.get("data_digest") != loop.digest:
         raise CheckpointError(
             f"{last} was made with another configuration or fake dataset; "
