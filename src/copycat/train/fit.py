@@ -373,6 +373,10 @@ def _loss(logits: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *, soft: bool
     return F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
 
 
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
 def _checkpoint(
     loop: _Loop, epoch: int, row: dict[str, float], folder: Path, *, has_val: bool
 ) -> None:
@@ -381,10 +385,8 @@ def _checkpoint(
     improved = not has_val or loop.best is None or row["val_agreement"] >= loop.best
     if improved:
         loop.best = row["val_agreement"] if has_val else None
-    state = {k: v.detach().cpu() for k, v in loop.model.state_dict().items()}
-    kept = state
-    if loop.ema is not None:
-        kept = {k: v.detach().cpu() for k, v in loop.ema.state_dict().items()}
+    state = _cpu_state(loop.model)
+    kept = state if loop.ema is None else _cpu_state(loop.ema)
     if improved:
         save_checkpoint(
             folder / "best.pt", {"model": kept, "epoch": epoch, "config": loop.cfg_dict}

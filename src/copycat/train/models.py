@@ -76,9 +76,8 @@ def build_model(
 ) -> Classifier:
     """Build ``arch`` (``auto``: see :func:`resolve_arch`) for inputs of shape (in_channels,
     input_size, input_size)."""
-    builder: Builder = MODELS.get(
-        resolve_arch(arch, channels=in_channels)
-    )  # an unknown name is refused with the list
+    # an unknown name is refused with the list
+    builder: Builder = MODELS.get(resolve_arch(arch, channels=in_channels))
     if in_channels not in (1, 3):
         raise ConfigError(f"in_channels={in_channels} is invalid; accepted: 1 or 3")
     backbone = builder(in_channels, num_classes, input_size)
