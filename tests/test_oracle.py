@@ -93,3 +93,23 @@ def test_missing_or_tampered_target_names_the_fix(tmp_path: Path, victim_dir: Pa
     (bad / "model.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(OracleError):
         TorchOracle(bad).query(torch.rand(1, 1, 28, 28))
+
+
+def test_a_target_onnx_cannot_export_is_published_for_torch_with_a_one_line_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from copycat.config import TrainConfig
+    from copycat.data.datasets import LabelledSet
+    from copycat.targets.publish import train_target
+
+    # cnn-small pools 8x8 features to 7x7 at 32x32 pixels, which ONNX cannot express
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (32, 1, 32, 32), generator=g, dtype=torch.uint8)
+    data = LabelledSet(images, torch.arange(32) % 4, ("a", "b", "c", "d"), "grey32")
+    cfg = TrainConfig(arch="cnn-small", epochs=1, batch_size=16, device="cpu", val_fraction=0.0)
+    with caplog.at_level("WARNING", logger="copycat"):
+        train_target(data, data, out=tmp_path / "t", config=cfg)
+    (warning,) = [r.getMessage() for r in caplog.records if "no ONNX export" in r.getMessage()]
+    assert "\n" not in warning and f"torch:{tmp_path / 't'}" in warning
+    assert not (tmp_path / "t" / "model.onnx").exists()
+    assert TorchOracle(tmp_path / "t").query(images[:4].float() / 255).labels.shape == (4,)

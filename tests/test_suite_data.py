@@ -276,3 +276,31 @@ def test_photo_crops_of_a_tiny_or_odd_photo(tmp_path: Path) -> None:
         Image.fromarray(np.full((h, w, 3), 128, dtype=np.uint8)).save(f)
         crops = photo_crops(f, channels=1, size=16, max_pixels=10**7, n=4)
         assert [tuple(c.shape) for c in crops] == [(1, 16, 16)] * 4
+
+
+def test_the_check_targets_swap_the_core_targets_architectures_and_are_built_when_named(
+    tmp_path: Path,
+) -> None:
+    from copycat.oracles.local import TargetCard
+    from copycat.targets.suite import SUITE, build_suite, suite_target
+
+    core = {t.name: t for t in SUITE if t.core}
+    assert list(core) == ["fmnist", "digits", "emoji"]
+    for check, of in (("fmnist-wide", "fmnist"), ("emoji-small", "emoji")):
+        c, o = suite_target(check), core[of]
+        assert not c.core and c.dataset == o.dataset and c.exclude == o.exclude
+        assert {c.train.arch, o.train.arch} == {"cnn-target", "cnn-wide"}
+    # every core target's card already there: nothing is trained, and no check is built
+    for name in core:
+        (tmp_path / name).mkdir()
+        card = TargetCard(
+            name=name,
+            arch="cnn-target",
+            class_names=("a", "b"),
+            input_shape=(1, 28, 28),
+            mean=(0.5,),
+            std=(0.25,),
+        )
+        card.save(tmp_path / name)
+    assert list(build_suite(tmp_path)) == list(core)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(core)

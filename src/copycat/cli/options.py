@@ -281,7 +281,8 @@ TargetShapeOpt = Annotated[
 ]
 SuiteOutOpt = Annotated[Path, typer.Option("--out", help="Folder of the suite's targets.")]
 SuiteOnlyOpt = Annotated[
-    str, typer.Option("--only", help="Comma-separated suite targets (default: all).")
+    str,
+    typer.Option("--only", help="Comma-separated suite targets (default: fmnist, digits, emoji)."),
 ]
 QuickOpt = Annotated[bool, typer.Option(help="Few epochs: quick, weaker targets.")]
 BudgetsOpt = Annotated[

@@ -67,7 +67,8 @@ def target_suite(
     seed: SeedOpt = 0,
     device: DeviceOpt = TARGET.train.device,
 ) -> None:
-    """Train the development suite's targets that are missing (Fashion-MNIST, digits, emoji)."""
+    """Train the development suite's targets that are missing (Fashion-MNIST, digits, emoji;
+    the checks fmnist-wide and emoji-small only when named in --only)."""
     from copycat.targets.suite import build_suite
 
     names = tuple(n.strip() for n in only.split(",") if n.strip()) or None

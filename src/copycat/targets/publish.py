@@ -96,7 +96,9 @@ def train_target(
         export_onnx(model, card.input_shape, folder / ONNX_NAME)
     except (RuntimeError, ValueError) as exc:  # torch.onnx errors derive from RuntimeError
         # The torch: oracle needs only the safetensors and the card; onnx: is a convenience.
-        log.warning("no ONNX export of %s (%s); serve it as torch:%s", folder, exc, folder)
+        # The exporter's message goes on to print the whole graph: its first line says why.
+        why = next(iter(str(exc).splitlines()), type(exc).__name__)
+        log.warning("no ONNX export of %s (%s); serve it as torch:%s", folder, why, folder)
     log.info("target %s: test accuracy %.4f, macro-F1 %.4f", folder, m.accuracy, m.macro_f1)
     return TargetResult(folder=folder, card=card, seconds=result.seconds)
 
