@@ -35,7 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--metric",
         default="performance_accuracy",
-        choices=("performance_accuracy", "agreement", "performance_macro_f1"),
+        choices=("performance_accuracy", "agreement", "performance_macro_f1", "heldout_agreement"),
         help="the figure compared (performance: copycat accuracy / target accuracy)",
     )
     return p.parse_args(argv)

@@ -332,9 +332,10 @@ def ensemble_case(cfg: Any, n: int) -> tuple[Any, dict[str, Any], float]:
     first: CurvePoint | None = None
     for i in range(n):
         train = dataclasses.replace(cfg.train, seed=cfg.train.seed + 1000 * i)
-        model, s = fit_prefix(
+        model, fitted = fit_prefix(
             data.images, data.labels, num_classes=k, config=train, unlabelled=unlabelled
         )
+        s = fitted.seconds
         probs = predict(model.to(device), test.images, device=device).softmax(1)
         total += probs
         seconds += s
@@ -348,6 +349,7 @@ def ensemble_case(cfg: Any, n: int) -> tuple[Any, dict[str, Any], float]:
                 performance_macro_f1=f1,
                 agreement=agreement,
                 train_seconds=s,
+                heldout_agreement=fitted.best_val_agreement,
             )
     perf, f1, agreement = scored(total / n)
     record = {
@@ -382,6 +384,13 @@ def reach(values: list[int | None], top: int) -> str:
     return text if len(values) == 1 else f"{text} ({got}/{len(values)} seeds)"
 
 
+def heldout(points: list[dict[str, Any]]) -> str:
+    """The copies' agreement on the held-out share of their answers (none held out, or a
+    results file that predates it: "-")."""
+    values = [p.get("heldout_agreement") for p in points]
+    return "-" if None in values else spread([float(v) for v in values if v is not None])
+
+
 def tables(results: list[dict[str, Any]], budgets: tuple[int, ...]) -> tuple[str, str]:
     by_case: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in results:
@@ -399,6 +408,7 @@ def tables(results: list[dict[str, Any]], budgets: tuple[int, ...]) -> tuple[str
                     b,
                     spread([p["performance_accuracy"] for p in pts]),
                     spread([p["agreement"] for p in pts]),
+                    heldout(pts),
                     spread([p["wall_s"] for p in pts]),
                 ]
             )
@@ -414,7 +424,16 @@ def tables(results: list[dict[str, Any]], budgets: tuple[int, ...]) -> tuple[str
             ]
         )
     grid = common.md_table(
-        ["target", "method", "queries", "performance (acc)", "agreement", "wall s"], rows
+        [
+            "target",
+            "method",
+            "queries",
+            "performance (acc)",
+            "agreement",
+            "held-out agreement",
+            "wall s",
+        ],
+        rows,
     )
     head = common.md_table(
         [

@@ -85,7 +85,10 @@ def test_steal_json_and_report_show_coverage_and_curve(
     # the rule is learnable: 600 answers must beat chance (0.1) by far, and not lose to 100
     assert curve.points[-1].agreement > 0.35
     assert curve.points[-1].agreement >= curve.points[0].agreement - 0.05
+    # the held-out tenth of the answers, what a thief can check without labelled images
+    assert all(0.1 < (p.heldout_agreement or 0) <= 1 for p in curve.points)
     saved = json.loads((run / "curve.json").read_text())
+    assert saved["points"][-1]["heldout_agreement"] == curve.points[-1].heldout_agreement
     assert set(saved["queries_to"]) == {"0.90", "0.95"} and (run / "curve.png").stat().st_size
     res = CliRunner().invoke(
         app, ["train", "--run-dir", str(run), "--arch", "cnn-tiny", "--epochs", "1",

@@ -25,7 +25,7 @@ from copycat.evaluate.evaluate import oracle_labels
 from copycat.evaluate.metrics import classification_metrics
 from copycat.oracles.base import Oracle
 from copycat.train.checkpoint import load_checkpoint
-from copycat.train.fit import fit, predict
+from copycat.train.fit import FitResult, fit, predict
 from copycat.train.models import init_model
 from copycat.train.semi import semi_loss
 
@@ -45,6 +45,9 @@ class CurvePoint:
     performance_macro_f1: float
     agreement: float
     train_seconds: float
+    # agreement with the target's answers on the held-out share of the prefix (what a thief
+    # sees without labelled images of the task); None when nothing is held out
+    heldout_agreement: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,10 +99,10 @@ def fit_prefix(
     num_classes: int,
     config: TrainConfig,
     unlabelled: torch.Tensor | None = None,
-) -> tuple[torch.nn.Module, float]:
+) -> tuple[torch.nn.Module, FitResult]:
     """Train a copycat on ``images`` (N, C, H, W) uint8 with ``targets`` (hard (N,) or soft
     (N, K)), and on ``unlabelled`` pool images when ``config.semi`` asks for them, as the train
-    stage does; the epoch of best held-out agreement is returned, with the training seconds."""
+    stage does; the epoch of best held-out agreement is returned, with what ``fit`` measured."""
     hard = targets.argmax(1) if targets.ndim == 2 else targets
     gen = torch.Generator().manual_seed(config.seed)
     perm = torch.randperm(len(images), generator=gen)
@@ -117,7 +120,7 @@ def fit_prefix(
             extra_loss=semi_loss(config, unlabelled),
         )
         model.load_state_dict(load_checkpoint(Path(tmp) / "best.pt")["model"])
-    return model, result.seconds
+    return model, result
 
 
 def budget_curve(
@@ -151,7 +154,7 @@ def budget_curve(
     t = classification_metrics(test_set.labels, target_pred, num_classes=num_classes)
     points: list[CurvePoint] = []
     for b in kept:
-        model, seconds = fit_prefix(
+        model, fitted = fit_prefix(
             images[:b], targets[:b], num_classes=num_classes, config=config, unlabelled=unlabelled
         )
         pred = predict(model.to(device), test_set.images, device=device).argmax(1)
@@ -162,7 +165,8 @@ def budget_curve(
             performance_accuracy=c.accuracy / t.accuracy if t.accuracy > 0 else float("nan"),
             performance_macro_f1=c.macro_f1 / t.macro_f1 if t.macro_f1 > 0 else float("nan"),
             agreement=float((pred == target_pred).float().mean()),
-            train_seconds=seconds,
+            train_seconds=fitted.seconds,
+            heldout_agreement=fitted.best_val_agreement,
         )
         log.info(
             "curve: %d answers, performance %.4f, agreement %.4f",
