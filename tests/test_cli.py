@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from copycat.cli.main import app
@@ -316,3 +317,16 @@ def test_a_config_value_of_the_wrong_type_is_refused_in_words() -> None:
     with pytest.raises(ConfigError, match="epochs='ten' is invalid; accepted: an integer"):
         from_dict(TrainConfig, {"epochs": "ten"})
     assert from_dict(TrainConfig, {"epochs": None}).epochs is None  # unset: min_steps decide
+
+
+def test_tables_and_errors_print_names_as_they_are(capsys: pytest.CaptureFixture[str]) -> None:
+    """A dataset "emoji:train:" is not the ":train:" emoji code, a path "[x]" not markup."""
+    from copycat.cli.common import errors, table
+    from copycat.errors import ConfigError
+
+    table("suite [t]", [("emoji-small", "on emoji:train: test accuracy"), ("f", 0.5)])
+    out = capsys.readouterr().out
+    assert "on emoji:train: test accuracy" in out and "suite [t]" in out and "0.5000" in out
+    with pytest.raises(typer.Exit), errors():
+        raise ConfigError("no images under /data/[2024]/emoji:train:")
+    assert "/data/[2024]/emoji:train:" in capsys.readouterr().err

@@ -15,12 +15,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from copycat.config import TrainConfig
 from copycat.errors import CopycatError
 from copycat.redact import redact_text
 
-console = Console(stderr=True)
+# emoji=False: names such as "emoji:train:" are data, not ":train:" codes to draw
+console = Console(stderr=True, emoji=False)
 
 
 def command_line(ctx: typer.Context) -> str:
@@ -96,7 +98,8 @@ def step_bar(
 
 
 def table(title: str, rows: list[tuple[str, Any]]) -> None:
-    t = Table(title=title, show_header=False)
+    """Print ``rows`` as they are: no markup, emoji codes or highlighting read into them."""
+    t = Table(title=Text(title), show_header=False, highlight=False)
     for k, v in rows:
-        t.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
-    Console().print(t)
+        t.add_row(Text(k), Text(f"{v:.4f}" if isinstance(v, float) else str(v)))
+    Console(emoji=False).print(t)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from copycat.audit.attacks import ATTACKS
 from copycat.cli.common import console, errors, table
@@ -133,8 +134,8 @@ def audit_cmd(
                     f"{name}: performance {cell['performance']}, alarm at {cell['alarm_at']}"
                 )
             else:
-                console.print(f"[bold]{name}[/] ...")
+                console.print(f"[bold]{escape(name)}[/] ...")
 
         data = run_audit(cfg, on_cell=on_cell)
         path = render_audit(data, out)
-    console.print(f"audit written to [bold]{path}[/]")
+    console.print(f"audit written to [bold]{escape(str(path))}[/]")

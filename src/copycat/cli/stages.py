@@ -342,12 +342,14 @@ def evaluate_cmd(
 
 def report_cmd(run_dir: RunDirOpt) -> None:
     """Write report.md and its figures into the run directory."""
+    from rich.markup import escape
+
     from copycat.cli.common import console
     from copycat.pipeline import report_stage
 
     with errors():
         path = report_stage(run_dir)
-    console.print(f"report written to [bold]{path}[/]")
+    console.print(f"report written to [bold]{escape(str(path))}[/]")
 
 
 def run_cmd(ctx: typer.Context, config: ConfigFileOpt) -> None:
