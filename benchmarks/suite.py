@@ -164,6 +164,9 @@ def parse_args(argv: list[str] | None = None) -> Any:
     p.add_argument("--methods", default="random,balanced", help=f"of {', '.join(METHODS)}")
     p.add_argument("--budgets", default=None, help="e.g. 1k,2k,5k,10k,20k")
     p.add_argument("--seeds", type=int, default=None, help="seeds per case (median, spread)")
+    p.add_argument(
+        "--first-seed", type=int, default=0, help="seeds run from this one (to add seeds)"
+    )
     p.add_argument("--split", choices=("val", "test"), default="val", help="split to score on")
     p.add_argument("--copycat-epochs", type=int, default=None, help="copycat training epochs")
     p.add_argument(
@@ -514,7 +517,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         target = suite_target(name)
         for method in methods:
-            for seed in range(seeds):
+            for seed in range(args.first_seed, args.first_seed + seeds):
                 t0 = time.perf_counter()
                 r = one_case(target, folders[name], method, seed, budgets, args, work=work)
                 last = r["points"][-1]
