@@ -305,3 +305,52 @@ def test_auto_arch_is_wide_for_colour_images_and_small_for_grey_ones() -> None:
         named = init_model(arch, images, num_classes=9, seed=0).state_dict()
         assert auto.keys() == named.keys()
         assert all(torch.equal(auto[k], named[k]) for k in auto)
+
+
+def test_auto_arch_chooses_a_grey_copy_by_held_out_agreement_and_keeps_colour_wide() -> None:
+    """Grey answers: both candidates train on the answers with the copy's own held-out share,
+    and the one that agrees more is kept; each score is the held-out agreement that copy
+    itself reaches (a store under CHOOSE_ANSWERS). Colour, a named arch, or nothing held out:
+    no training at all."""
+    from copycat.evaluate.curve import fit_prefix
+    from copycat.train.choose import GREY_CANDIDATES, ArchChoice, choose_arch
+
+    from .conftest import rule_images
+
+    images, labels = rule_images(300, 0)
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=1e-2, device="cpu", val_fraction=0.2)
+    choice = choose_arch(images, labels, num_classes=10, config=cfg)
+    assert set(choice.heldout) == set(GREY_CANDIDATES)
+    assert choice.heldout[choice.arch] == max(choice.heldout.values())
+    for arch in GREY_CANDIDATES:
+        _, fitted = fit_prefix(
+            images, labels, num_classes=10, config=dataclasses.replace(cfg, arch=arch)
+        )
+        assert fitted.best_val_agreement == choice.heldout[arch], arch
+    colour = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8)
+    assert choose_arch(colour, labels[:40], num_classes=10, config=cfg) == ArchChoice("cnn-wide")
+    named = dataclasses.replace(cfg, arch="cnn-tiny")
+    assert choose_arch(images, labels, num_classes=10, config=named) == ArchChoice("cnn-tiny")
+    none_held = dataclasses.replace(cfg, val_fraction=0.0)
+    assert choose_arch(images, labels, num_classes=10, config=none_held).arch == "cnn-small"
+
+
+def test_the_train_stage_trains_and_records_the_auto_choice(
+    victim: TorchOracle, tmp_path: Path
+) -> None:
+    import json
+
+    run = RunDir.at(tmp_path)
+    _steal_pd(victim, run, 300)
+    train_copycat(run, config=dataclasses.replace(CFG, arch="auto", epochs=1))
+    card = json.loads(run.copycat_card.read_text())
+    assert set(card["arch_choice"]) == {"cnn-small", "cnn-wide"}
+    assert card["arch"] == max(card["arch_choice"], key=card["arch_choice"].get)
+    assert load_copycat(run).state_dict().keys() == init_model_keys(card["arch"])
+
+
+def init_model_keys(arch: str) -> set[str]:
+    from copycat.train.models import init_model
+
+    images = torch.zeros(4, *SHAPE, dtype=torch.uint8)
+    return set(init_model(arch, images, num_classes=10, seed=0).state_dict())

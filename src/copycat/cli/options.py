@@ -41,8 +41,9 @@ OracleOpt = Annotated[str, typer.Option(help=f"The target: {ORACLES.usages()}.")
 ArchOpt = Annotated[
     str,
     typer.Option(
-        help=f"Architecture: {MODELS.usages()}, or auto (cnn-wide for colour images, cnn-small "
-        "for grey ones; the copycat default)."
+        help=f"Architecture: {MODELS.usages()}, or auto (the copycat default: cnn-wide for "
+        "colour images; for grey ones cnn-small or cnn-wide, whichever agrees more with the "
+        "held-out answers)."
     ),
 ]
 EpochsOpt = Annotated[

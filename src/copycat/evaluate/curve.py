@@ -25,6 +25,7 @@ from copycat.evaluate.evaluate import oracle_labels
 from copycat.evaluate.metrics import classification_metrics
 from copycat.oracles.base import Oracle
 from copycat.train.checkpoint import load_checkpoint
+from copycat.train.choose import choose_arch, held_out_split
 from copycat.train.fit import FitResult, fit, predict
 from copycat.train.models import init_model
 from copycat.train.semi import semi_loss
@@ -104,11 +105,10 @@ def fit_prefix(
     (N, K)), and on ``unlabelled`` pool images when ``config.semi`` asks for them, as the train
     stage does; the epoch of best held-out agreement is returned, with what ``fit`` measured."""
     hard = targets.argmax(1) if targets.ndim == 2 else targets
-    gen = torch.Generator().manual_seed(config.seed)
-    perm = torch.randperm(len(images), generator=gen)
-    n_val = int(len(images) * config.val_fraction)
-    val_idx, tr_idx = perm[:n_val], perm[n_val:]
-    model = init_model(config.arch, images, num_classes=num_classes, seed=config.seed)
+    val_idx, tr_idx = held_out_split(len(images), config=config)
+    n_val = len(val_idx)
+    arch = choose_arch(images, targets, num_classes=num_classes, config=config).arch
+    model = init_model(arch, images, num_classes=num_classes, seed=config.seed)
     with tempfile.TemporaryDirectory(prefix="copycat-curve-") as tmp:
         result = fit(
             model,

@@ -16,8 +16,9 @@ from copycat.pools.pool import build_pool
 from copycat.runs import RunDir
 from copycat.steal.store import AnswerStore, image_id
 from copycat.train.checkpoint import load_checkpoint, write_metrics
+from copycat.train.choose import choose_arch, held_out_split
 from copycat.train.fit import FitResult, StepFn, fit
-from copycat.train.models import init_model, resolve_arch
+from copycat.train.models import init_model
 from copycat.train.semi import semi_loss
 
 log = logging.getLogger(__name__)
@@ -77,13 +78,13 @@ def train_copycat(
     if config.labels == "soft" and data.probs is None:
         raise CopycatError("labels='soft' but the oracle gave labels only; use --labels hard")
     soft = data.probs is not None and config.labels in ("auto", "soft")
-    gen = torch.Generator().manual_seed(config.seed)
-    perm = torch.randperm(len(data), generator=gen)
-    n_val = int(len(data) * config.val_fraction)
-    val_idx, tr_idx = perm[:n_val], perm[n_val:]
-    targets = data.probs[tr_idx] if soft and data.probs is not None else data.labels[tr_idx]
+    val_idx, tr_idx = held_out_split(len(data), config=config)
+    n_val = len(val_idx)
+    answers = data.probs if soft and data.probs is not None else data.labels
+    targets = answers[tr_idx]
     shape = tuple(data.images.shape[1:])
-    arch = resolve_arch(config.arch, channels=int(shape[0]))
+    choice = choose_arch(data.images, answers, num_classes=num_classes, config=config)
+    arch = choice.arch
     # checkpoints record the architecture trained, so a resume compares what was trained
     config = replace(config, arch=arch)
     model = init_model(arch, data.images, num_classes=num_classes, seed=config.seed)
@@ -117,6 +118,8 @@ def train_copycat(
         "best_epoch": int(best["epoch"]) + 1,
         "train_samples": len(tr_idx),
         "val_agreement": result.best_val_agreement,
+        # arch auto on grey answers: each candidate's held-out agreement (copycat.train.choose)
+        "arch_choice": choice.heldout,
         "samples_per_s": result.samples_per_s,
         "train_seconds": result.seconds,
     }

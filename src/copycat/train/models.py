@@ -47,11 +47,13 @@ class Classifier(nn.Module):
         return self.backbone(self.normalize(x))
 
 
-# The copycat default: an architecture chosen by the images' channels. On the suite's
-# validation splits, at 20,000 queries on the same answers, cnn-wide was ahead of cnn-small on
-# the colour target (emoji: +0.008, +0.020, +0.020 by seed) and behind on a grey one
-# (Fashion-MNIST: -0.018 on seed 0, -0.022 on its own images); docs/suite.md, "A wider copycat
-# for colour targets".
+# The copycat default. With answers to train on, copycat.train.choose decides: cnn-wide for
+# colour images (on the suite's validation splits at 20,000 queries, emoji: +0.008, +0.020,
+# +0.020 by seed over cnn-small; ahead on the emoji-small check too), and for grey ones the
+# candidate with the better held-out agreement (neither wins on every grey target). Without
+# answers (a model built from a config alone), resolve_arch gives grey images cnn-small.
+# docs/suite.md, "A wider copycat for colour targets" and "The copy's architecture on targets
+# it does not match".
 AUTO_ARCH = "auto"
 # What "auto" gives the interim copycat of a selection: it only ranks candidates and pushes
 # images, and stays small so that its refits stay cheap (the figures above were made so).
@@ -59,7 +61,8 @@ INTERIM_AUTO_ARCH = "cnn-small"
 
 
 def resolve_arch(arch: str, *, channels: int) -> str:
-    """``arch``, with ``auto`` resolved: ``cnn-wide`` for colour images, else ``cnn-small``."""
+    """``arch``, with ``auto`` resolved without answers to choose on: ``cnn-wide`` for colour
+    images, else ``cnn-small`` (see :func:`copycat.train.choose.choose_arch`)."""
     if arch != AUTO_ARCH:
         return arch
     return "cnn-wide" if channels == 3 else "cnn-small"
