@@ -335,7 +335,7 @@ def ensemble_case(cfg: Any, n: int) -> tuple[Any, dict[str, Any], float]:
     first: CurvePoint | None = None
     for i in range(n):
         train = dataclasses.replace(cfg.train, seed=cfg.train.seed + 1000 * i)
-        model, fitted = fit_prefix(
+        model, fitted, arch = fit_prefix(
             data.images, data.labels, num_classes=k, config=train, unlabelled=unlabelled
         )
         s = fitted.seconds
@@ -353,6 +353,7 @@ def ensemble_case(cfg: Any, n: int) -> tuple[Any, dict[str, Any], float]:
                 agreement=agreement,
                 train_seconds=s,
                 heldout_agreement=fitted.best_val_agreement,
+                arch=arch,
             )
     perf, f1, agreement = scored(total / n)
     record = {

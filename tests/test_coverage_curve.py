@@ -151,7 +151,9 @@ def test_curve_copies_train_semi_supervised_when_the_config_says_so(
     images, labels = data.images[:300], data.labels[:300]
     with pytest.raises(CopycatError, match="needs unlabelled pool images"):
         fit_prefix(images, labels, num_classes=10, config=semi)  # never silently supervised
-    plain, _ = fit_prefix(images, labels, num_classes=10, config=cfg.train)
-    mixed, _ = fit_prefix(images, labels, num_classes=10, config=semi, unlabelled=data.images[300:])
+    plain = fit_prefix(images, labels, num_classes=10, config=cfg.train).model
+    mixed = fit_prefix(
+        images, labels, num_classes=10, config=semi, unlabelled=data.images[300:]
+    ).model
     a, b = plain.state_dict(), mixed.state_dict()
     assert any(not torch.equal(a[k], b[k]) for k in a)  # the pseudo-labels changed the copy

@@ -323,10 +323,11 @@ def test_auto_arch_chooses_a_grey_copy_by_held_out_agreement_and_keeps_colour_wi
     assert set(choice.heldout) == set(GREY_CANDIDATES)
     assert choice.heldout[choice.arch] == max(choice.heldout.values())
     for arch in GREY_CANDIDATES:
-        _, fitted = fit_prefix(
+        fitted = fit_prefix(
             images, labels, num_classes=10, config=dataclasses.replace(cfg, arch=arch)
         )
-        assert fitted.best_val_agreement == choice.heldout[arch], arch
+        assert fitted.result.best_val_agreement == choice.heldout[arch], arch
+    assert fit_prefix(images, labels, num_classes=10, config=cfg).arch == choice.arch
     colour = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8)
     assert choose_arch(colour, labels[:40], num_classes=10, config=cfg) == ArchChoice("cnn-wide")
     named = dataclasses.replace(cfg, arch="cnn-tiny")

@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -49,6 +50,15 @@ class CurvePoint:
     # agreement with the target's answers on the held-out share of the prefix (what a thief
     # sees without labelled images of the task); None when nothing is held out
     heldout_agreement: float | None = None
+    arch: str = ""  # the copy's architecture ("auto" resolved)
+
+
+class PrefixFit(NamedTuple):
+    """A copycat trained by :func:`fit_prefix`, what ``fit`` measured, and its architecture."""
+
+    model: torch.nn.Module
+    result: FitResult
+    arch: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,7 +110,7 @@ def fit_prefix(
     num_classes: int,
     config: TrainConfig,
     unlabelled: torch.Tensor | None = None,
-) -> tuple[torch.nn.Module, FitResult]:
+) -> PrefixFit:
     """Train a copycat on ``images`` (N, C, H, W) uint8 with ``targets`` (hard (N,) or soft
     (N, K)), and on ``unlabelled`` pool images when ``config.semi`` asks for them, as the train
     stage does; the epoch of best held-out agreement is returned, with what ``fit`` measured."""
@@ -120,7 +130,7 @@ def fit_prefix(
             extra_loss=semi_loss(config, unlabelled),
         )
         model.load_state_dict(load_checkpoint(Path(tmp) / "best.pt")["model"])
-    return model, result
+    return PrefixFit(model, result, arch)
 
 
 def budget_curve(
@@ -154,7 +164,7 @@ def budget_curve(
     t = classification_metrics(test_set.labels, target_pred, num_classes=num_classes)
     points: list[CurvePoint] = []
     for b in kept:
-        model, fitted = fit_prefix(
+        model, fitted, arch = fit_prefix(
             images[:b], targets[:b], num_classes=num_classes, config=config, unlabelled=unlabelled
         )
         pred = predict(model.to(device), test_set.images, device=device).argmax(1)
@@ -167,6 +177,7 @@ def budget_curve(
             agreement=float((pred == target_pred).float().mean()),
             train_seconds=fitted.seconds,
             heldout_agreement=fitted.best_val_agreement,
+            arch=arch,
         )
         log.info(
             "curve: %d answers, performance %.4f, agreement %.4f",
