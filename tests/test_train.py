@@ -336,18 +336,31 @@ def test_auto_arch_chooses_a_grey_copy_by_held_out_agreement_and_keeps_colour_wi
     assert choose_arch(images, labels, num_classes=10, config=none_held).arch == "cnn-small"
 
 
-def test_the_train_stage_trains_and_records_the_auto_choice(
-    victim: TorchOracle, tmp_path: Path
+def test_the_train_stage_trains_and_records_the_auto_choice_and_a_rerun_keeps_it(
+    victim: TorchOracle, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     import json
 
     run = RunDir.at(tmp_path)
     _steal_pd(victim, run, 300)
-    train_copycat(run, config=dataclasses.replace(CFG, arch="auto", epochs=1))
+    auto = dataclasses.replace(CFG, arch="auto", epochs=1)
+    train_copycat(run, config=auto)
     card = json.loads(run.copycat_card.read_text())
     assert set(card["arch_choice"]) == {"cnn-small", "cnn-wide"}
     assert card["arch"] == max(card["arch_choice"], key=card["arch_choice"].get)
     assert load_copycat(run).state_dict().keys() == init_model_keys(card["arch"])
+    # a rerun (or a resume) trains what was chosen, without choosing again
+    with caplog.at_level("INFO", logger="copycat"):
+        train_copycat(run, config=auto)
+    assert "as chosen by the training" in caplog.text and "on the first" not in caplog.text
+    assert json.loads(run.copycat_card.read_text()) == {**card, **_timings(run)}
+
+
+def _timings(run: RunDir) -> dict[str, float]:
+    import json
+
+    card = json.loads(run.copycat_card.read_text())
+    return {k: card[k] for k in ("samples_per_s", "train_seconds")}
 
 
 def init_model_keys(arch: str) -> set[str]:

@@ -16,9 +16,9 @@ from copycat.pools.pool import build_pool
 from copycat.runs import RunDir
 from copycat.steal.store import AnswerStore, image_id
 from copycat.train.checkpoint import load_checkpoint, write_metrics
-from copycat.train.choose import choose_arch, held_out_split
+from copycat.train.choose import ArchChoice, choose_arch, held_out_split
 from copycat.train.fit import FitResult, StepFn, fit
-from copycat.train.models import init_model
+from copycat.train.models import AUTO_ARCH, init_model
 from copycat.train.semi import semi_loss
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,20 @@ def semi_images(run: RunDir, cfg: ExperimentConfig) -> torch.Tensor | None:
     return unqueried_images(run, cfg, cfg.train.unlabelled)
 
 
+def _resumed_choice(run: RunDir, config: TrainConfig) -> ArchChoice | None:
+    """The architecture an interrupted or finished training of ``auto`` chose (its
+    ``last.pt`` names it), so that a rerun resumes it instead of choosing again."""
+    last = run.checkpoints / "last.pt"
+    if config.arch != AUTO_ARCH or not last.is_file():
+        return None
+    arch = str(load_checkpoint(last)["config"].get("arch", AUTO_ARCH))
+    if arch == AUTO_ARCH:
+        return None
+    card = json.loads(run.copycat_card.read_text()) if run.copycat_card.is_file() else {}
+    log.info("arch auto: %s, as chosen by the training %s resumes", arch, last)
+    return ArchChoice(arch, dict(card.get("arch_choice") or {}))
+
+
 def train_copycat(
     run: RunDir,
     *,
@@ -83,7 +97,9 @@ def train_copycat(
     answers = data.probs if soft and data.probs is not None else data.labels
     targets = answers[tr_idx]
     shape = tuple(data.images.shape[1:])
-    choice = choose_arch(data.images, answers, num_classes=num_classes, config=config)
+    choice = _resumed_choice(run, config) or choose_arch(
+        data.images, answers, num_classes=num_classes, config=config
+    )
     arch = choice.arch
     # checkpoints record the architecture trained, so a resume compares what was trained
     config = replace(config, arch=arch)
