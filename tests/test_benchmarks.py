@@ -121,3 +121,11 @@ def test_compare_sets_methods_against_a_base_seed_by_seed_on_one_build(
     ):
         with pytest.raises(SystemExit, match=says):
             main([*map(str, files), "--base", "random" if len(files) == 1 else "jacobian"])
+
+
+def test_arch_choice_names_what_it_needs(tmp_path: Path) -> None:
+    import runpy
+
+    main = runpy.run_path(str(PEERS.parent / "arch_choice.py"), run_name="arch_choice")["main"]
+    with pytest.raises(SystemExit, match=r"no answers\.sqlite; give run directories of steals"):
+        main([str(tmp_path)])
