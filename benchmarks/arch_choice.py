@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("runs", nargs="+", type=Path, help="run directories holding answers.sqlite")
     p.add_argument("--seed", type=int, default=None, help="training seed (default: the run's)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--out", type=Path, default=None, help="also write arch-choice[-TAG].md/json")
+    p.add_argument("--tag", default="", help="suffix of the results files")
     args = p.parse_args(argv)
 
     import torch
@@ -58,7 +60,18 @@ def main(argv: list[str] | None = None) -> None:
         choice = choose_arch(data.images, data.labels, num_classes=k, config=config)
         held = ", ".join(f"{a} {v:.3f}" for a, v in choice.heldout.items()) or "-"
         rows.append([str(folder), len(data.labels), held, choice.arch, time.perf_counter() - t0])
-    print(common.md_table(["run", "answers", "held-out agreement", "chosen", "seconds"], rows))
+    table = common.md_table(["run", "answers", "held-out agreement", "chosen", "seconds"], rows)
+    print(table)
+    if args.out:
+        common.write_results(
+            args.out,
+            common.result_name("arch-choice", quick=False, tag=args.tag),
+            title="What arch auto chooses for each run's copy",
+            sections=[("", table)],
+            data={"rows": rows},
+            info=common.machine_info("cpu", args.threads),
+            command=common.command_line(),
+        )
 
 
 if __name__ == "__main__":
