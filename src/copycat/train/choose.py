@@ -66,6 +66,7 @@ def choose_arch(
     plain = replace(config, semi="none")
     heldout: dict[str, float] = {}
     for arch in GREY_CANDIDATES:
+        log.info("arch auto: trying %s on the first %d answers, %d held out", arch, m, len(val_idx))
         model = init_model(arch, images[:m], num_classes=num_classes, seed=config.seed)
         result = fit(
             model,
