@@ -201,7 +201,9 @@ def test_wrong_key_and_oversized_requests_fail_fast_with_the_fix(
 def test_interrupted_cli_steal_resumes_without_paying_twice(
     flaky: Server, target: Path, tmp_path: Path
 ) -> None:
-    _faults(flaky, delay=0.05)
+    # slow answers (0.2 s each, 50 requests) keep the steal running for seconds after the
+    # first 100 images even on loaded cores, so the interrupt lands mid-steal
+    _faults(flaky, delay=0.2)
     s = flaky
     base = s.served_images()
     try:
