@@ -198,6 +198,10 @@ def test_wrong_key_and_oversized_requests_fail_fast_with_the_fix(
         build_http_oracle(spec, api_key_env="UNSET_VAR").query(torch.rand(1, 1, 28, 28))
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_interrupted_cli_steal_resumes_without_paying_twice(
     flaky: Server, target: Path, tmp_path: Path
 ) -> None:
@@ -211,12 +215,17 @@ def test_interrupted_cli_steal_resumes_without_paying_twice(
         cmd += [f"oip+{s.url}/v2/models/quad", "--run-dir", str(tmp_path / "run")]
         cmd += ["--pool", "noise", "--no-augment", "--budget", "400", "--batch-size", "64"]
         cmd += ["--request-batch", "8", "--concurrency", "2", "--device", "cpu"]
-        first = subprocess.Popen(cmd, env=env_with_src(), stderr=subprocess.PIPE)
+        # the child must see ^C as a user's terminal would: a SIGINT the test process
+        # inherited as ignored would be ignored by the child too (Python keeps SIG_IGN)
+        inherited = signal.getsignal(signal.SIGINT)
+        first = subprocess.Popen(
+            cmd, env=env_with_src(), stderr=subprocess.PIPE, preexec_fn=_default_sigint
+        )
         while s.served_images() - base < 100 and first.poll() is None:
             time.sleep(0.02)
         first.send_signal(signal.SIGINT)
         _, err = first.communicate(timeout=60)
-        assert first.returncode == 130, err.decode()[-2000:]
+        assert first.returncode == 130, f"SIGINT here: {inherited}\n" + err.decode()[-2000:]
         with AnswerStore(tmp_path / "run" / "answers.sqlite") as store:
             kept = store.count()
         assert 0 < kept < 400
