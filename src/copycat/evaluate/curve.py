@@ -26,8 +26,8 @@ from copycat.evaluate.evaluate import oracle_labels
 from copycat.evaluate.metrics import classification_metrics
 from copycat.oracles.base import Oracle
 from copycat.train.checkpoint import load_checkpoint
-from copycat.train.choose import choose_arch, held_out_split
-from copycat.train.fit import FitResult, fit, predict
+from copycat.train.choose import choose_arch
+from copycat.train.fit import FitResult, fit, held_out_split, predict
 from copycat.train.models import init_model
 from copycat.train.semi import semi_loss
 

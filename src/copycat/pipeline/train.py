@@ -16,8 +16,8 @@ from copycat.pools.pool import build_pool
 from copycat.runs import RunDir
 from copycat.steal.store import AnswerStore, image_id
 from copycat.train.checkpoint import load_checkpoint, write_metrics
-from copycat.train.choose import ArchChoice, choose_arch, held_out_split
-from copycat.train.fit import FitResult, StepFn, fit
+from copycat.train.choose import ArchChoice, choose_arch
+from copycat.train.fit import FitResult, StepFn, fit, held_out_split
 from copycat.train.models import AUTO_ARCH, init_model
 from copycat.train.semi import semi_loss
 

@@ -12,12 +12,12 @@ architecture on targets it does not match").
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 
 from copycat.config import TrainConfig
-from copycat.train.fit import fit
+from copycat.train.fit import fit, held_out_split
 from copycat.train.models import AUTO_ARCH, init_model, resolve_arch
 
 log = logging.getLogger(__name__)
@@ -38,14 +38,6 @@ class ArchChoice:
     heldout: dict[str, float] = field(default_factory=dict)
 
 
-def held_out_split(n: int, *, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """The (held-out, training) indices of ``n`` answers: the split every copycat fit uses."""
-    gen = torch.Generator().manual_seed(config.seed)
-    perm = torch.randperm(n, generator=gen)
-    n_val = int(n * config.val_fraction)
-    return perm[:n_val], perm[n_val:]
-
-
 def choose_arch(
     images: torch.Tensor, targets: torch.Tensor, *, num_classes: int, config: TrainConfig
 ) -> ArchChoice:
@@ -63,7 +55,6 @@ def choose_arch(
         log.info("arch auto: nothing held out to choose on; training %s", GREY_CANDIDATES[0])
         return ArchChoice(GREY_CANDIDATES[0])
     hard = targets.argmax(1) if targets.ndim == 2 else targets
-    plain = replace(config, semi="none")
     heldout: dict[str, float] = {}
     for arch in GREY_CANDIDATES:
         log.info("arch auto: trying %s on the first %d answers, %d held out", arch, m, len(val_idx))
@@ -72,9 +63,9 @@ def choose_arch(
             model,
             images[tr_idx],
             targets[tr_idx],
-            config=plain,
+            config=config,
             val=(images[val_idx], hard[val_idx]),
-        )
+        )  # no extra loss: the candidates are compared supervised
         heldout[arch] = float(result.best_val_agreement or 0.0)
     best = max(GREY_CANDIDATES, key=lambda a: (heldout[a], -GREY_CANDIDATES.index(a)))
     log.info(

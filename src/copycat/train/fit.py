@@ -186,6 +186,14 @@ def fit(
     )
 
 
+def held_out_split(n: int, *, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (held-out, training) indices of ``n`` answers: the split every copycat fit uses."""
+    gen = torch.Generator().manual_seed(config.seed)
+    perm = torch.randperm(n, generator=gen)
+    n_val = int(n * config.val_fraction)
+    return perm[:n_val], perm[n_val:]
+
+
 def data_digest(
     images: torch.Tensor,
     targets: torch.Tensor,
