@@ -59,8 +59,11 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         choice = choose_arch(data.images, data.labels, num_classes=k, config=config)
         held = ", ".join(f"{a} {v:.3f}" for a, v in choice.heldout.items()) or "-"
-        rows.append([str(folder), len(data.labels), held, choice.arch, time.perf_counter() - t0])
-    table = common.md_table(["run", "answers", "held-out agreement", "chosen", "seconds"], rows)
+        seconds = time.perf_counter() - t0
+        counts = [len(data.labels), choice.trained, choice.scored]
+        rows.append([str(folder), *counts, held, choice.arch, seconds])
+    header = ["run", "answers", "trained on", "scored on", "agreement", "chosen", "seconds"]
+    table = common.md_table(header, rows)
     print(table)
     if args.out:
         common.write_results(

@@ -336,6 +336,34 @@ def test_auto_arch_chooses_a_grey_copy_by_held_out_agreement_and_keeps_colour_wi
     assert choose_arch(images, labels, num_classes=10, config=none_held).arch == "cnn-small"
 
 
+def test_auto_arch_scores_its_candidates_on_the_answers_after_those_they_trained_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In a store larger than CHOOSE_ANSWERS, the candidates train on the first answers and
+    are scored on their held-out share and the answers after them, up to CHOOSE_SCORED; with
+    nothing held out, on the answers after them alone."""
+    from copycat.train import choose
+    from copycat.train.fit import fit, held_out_split
+    from copycat.train.models import init_model
+
+    from .conftest import rule_images
+
+    monkeypatch.setattr(choose, "CHOOSE_ANSWERS", 200)
+    monkeypatch.setattr(choose, "CHOOSE_SCORED", 120)
+    images, labels = rule_images(400, 0)
+    for fraction, later_end in ((0.2, 280), (0.0, 320)):
+        cfg = TrainConfig(epochs=2, batch_size=64, lr=1e-2, device="cpu", val_fraction=fraction)
+        choice = choose.choose_arch(images, labels, num_classes=10, config=cfg)
+        held, tr_idx = held_out_split(200, config=cfg)
+        scored = torch.cat([held, torch.arange(200, later_end)])
+        assert (choice.trained, choice.scored) == (len(tr_idx), 120)
+        for arch in choose.GREY_CANDIDATES:
+            model = init_model(arch, images[:200], num_classes=10, seed=cfg.seed)
+            val = (images[scored], labels[scored])
+            result = fit(model, images[tr_idx], labels[tr_idx], config=cfg, val=val)
+            assert result.best_val_agreement == choice.heldout[arch], (fraction, arch)
+
+
 def test_the_train_stage_trains_and_records_the_auto_choice_and_a_rerun_keeps_it(
     victim: TorchOracle, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
