@@ -292,6 +292,18 @@ def test_a_negative_mixup_is_refused_with_the_field_named() -> None:
         TrainConfig(mixup=-0.1)
 
 
+def test_every_registered_architecture_returns_logits_for_grey_and_colour_inputs() -> None:
+    from copycat.train.models import build_model
+    from copycat.train.registry import MODELS
+
+    for arch in MODELS.names():
+        for channels, size in ((1, 28), (3, 32)):
+            model = build_model(arch, in_channels=channels, num_classes=7, input_size=size).eval()
+            with torch.no_grad():
+                out = model(torch.rand(2, channels, size, size))
+            assert out.shape == (2, 7), (arch, channels)
+
+
 def test_auto_arch_is_wide_for_colour_images_and_small_for_grey_ones() -> None:
     from copycat.train.models import init_model, resolve_arch
 

@@ -178,6 +178,8 @@ def cnn_tiny(c: int, k: int, size: int) -> nn.Module:
 cnn_small = _two_conv((32, 64), 256, 0.3)
 cnn_target = _two_conv((32, 64), 256, 0.3)
 cnn_wide = _three_conv((32, 64, 128), 256, 0.3)
+# cnn-wide at twice the width: about 4x its multiply-adds
+cnn_wider = _three_conv((64, 128, 256), 512, 0.3)
 
 
 def resnet18(c: int, k: int, size: int) -> nn.Module:

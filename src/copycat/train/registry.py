@@ -13,5 +13,6 @@ MODELS.add("cnn-tiny", "copycat.train.models:cnn_tiny")  # tests: trains in seco
 MODELS.add("cnn-small", "copycat.train.models:cnn_small")  # copycat default on CPU
 MODELS.add("cnn-target", "copycat.train.models:cnn_target")  # the demo's target
 MODELS.add("cnn-wide", "copycat.train.models:cnn_wide")
+MODELS.add("cnn-wider", "copycat.train.models:cnn_wider")
 MODELS.add("resnet18", "copycat.train.models:resnet18")
 MODELS.add("vgg16", "copycat.train.models:vgg16")
