@@ -101,11 +101,11 @@ def test_interrupted_training_resumes_where_it_stopped(victim: TorchOracle, tmp_
 def test_resume_with_dropout_is_bit_identical(
     victim: TorchOracle, tmp_path: Path, ema: float
 ) -> None:
-    """The default architecture (``cnn-small``, with dropout) interrupted after epoch 1 and
+    """``cnn-small`` (with dropout; what ``auto`` gives grey images) interrupted after epoch 1 and
     resumed gives exactly the weights of an uninterrupted run: every random state, and the
     moving average of the weights, travels in ``last.pt``."""
     cfg = dataclasses.replace(
-        CFG, arch=TrainConfig().arch, epochs=3, batch_size=32, val_fraction=0.1, ema=ema
+        CFG, arch="cnn-small", epochs=3, batch_size=32, val_fraction=0.1, ema=ema
     )
     ref, cut = RunDir.at(tmp_path / "ref"), RunDir.at(tmp_path / "cut")
     for run in (ref, cut):
@@ -394,6 +394,65 @@ def test_the_train_stage_trains_and_records_the_auto_choice_and_a_rerun_keeps_it
         train_copycat(run, config=auto)
     assert "as chosen by the training" in caplog.text and "on the first" not in caplog.text
     assert json.loads(run.copycat_card.read_text()) == {**card, **_timings(run)}
+
+
+def test_auto_arch_on_a_small_store_keeps_the_chosen_candidate_as_the_copy(
+    victim: TorchOracle, tmp_path: Path
+) -> None:
+    """On a store of at most CHOOSE_ANSWERS answers the chosen candidate trained exactly as
+    the copy would be, so it is the copy: no third training, and the very weights a copy of
+    that architecture named outright gets. Its checkpoints resume; the candidates' go."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file
+
+    run = RunDir.at(tmp_path / "auto")
+    _steal_pd(victim, run, 300)
+    auto = dataclasses.replace(CFG, arch="auto", epochs=2)
+    steps: list[tuple[int, int]] = []
+    result = train_copycat(run, config=auto, on_step=lambda e, s, *_: steps.append((e, s)))
+    assert steps.count((0, 1)) == 2  # two candidates trained; the copy took no step of its own
+    assert not list(run.checkpoints.glob("choose-*"))
+    card = json.loads(run.copycat_card.read_text())
+    named = RunDir.at(tmp_path / "named")
+    named.root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(run.store, named.store)
+    direct = train_copycat(named, config=dataclasses.replace(auto, arch=card["arch"]))
+    drop = ("seconds",)
+    assert [{k: v for k, v in r.items() if k not in drop} for r in direct.history] == [
+        {k: v for k, v in r.items() if k not in drop} for r in result.history
+    ]
+    ours, theirs = load_file(str(run.copycat_weights)), load_file(str(named.copycat_weights))
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert train_copycat(run, config=auto).history == result.history  # resumes, at its end
+
+
+def test_an_interrupted_auto_choice_resumes_its_candidates_and_retrains_stale_ones(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from copycat.train.choose import GREY_CANDIDATES, choose_arch
+
+    from .conftest import rule_images
+
+    images, labels = rule_images(300, 0)
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=1e-2, device="cpu", val_fraction=0.2)
+    first = choose_arch(images, labels, num_classes=10, config=cfg, checkpoint_dir=tmp_path)
+    assert first.exact is not None and first.exact[0] == tmp_path / f"choose-{first.arch}"
+    for arch in GREY_CANDIDATES:  # as a kill -9 after the candidates' last epoch leaves them
+        assert (tmp_path / f"choose-{arch}" / "last.pt").is_file()
+    with caplog.at_level("INFO", logger="copycat"):
+        again = choose_arch(images, labels, num_classes=10, config=cfg, checkpoint_dir=tmp_path)
+    assert again.heldout == first.heldout
+    assert caplog.text.count("resuming training at epoch 3") == len(GREY_CANDIDATES)
+    assert "epoch 1/2" not in caplog.text  # nothing retrained
+    caplog.clear()
+    more, more_labels = rule_images(320, 0)  # the store grew: other answers, a stale cache
+    with caplog.at_level("INFO", logger="copycat"):
+        grown = choose_arch(more, more_labels, num_classes=10, config=cfg, checkpoint_dir=tmp_path)
+    assert caplog.text.count("retraining the candidate") == len(GREY_CANDIDATES)
+    assert grown.heldout == choose_arch(more, more_labels, num_classes=10, config=cfg).heldout
 
 
 def _timings(run: RunDir) -> dict[str, float]:

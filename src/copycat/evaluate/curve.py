@@ -12,7 +12,7 @@ import json
 import logging
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -26,7 +26,7 @@ from copycat.evaluate.evaluate import oracle_labels
 from copycat.evaluate.metrics import classification_metrics
 from copycat.oracles.base import Oracle
 from copycat.train.checkpoint import load_checkpoint
-from copycat.train.choose import choose_arch
+from copycat.train.choose import adopt_choice, choose_arch
 from copycat.train.fit import FitResult, fit, held_out_split, predict
 from copycat.train.models import init_model
 from copycat.train.semi import semi_loss
@@ -117,19 +117,24 @@ def fit_prefix(
     hard = targets.argmax(1) if targets.ndim == 2 else targets
     val_idx, tr_idx = held_out_split(len(images), config=config)
     n_val = len(val_idx)
-    arch = choose_arch(images, targets, num_classes=num_classes, config=config).arch
-    model = init_model(arch, images, num_classes=num_classes, seed=config.seed)
     with tempfile.TemporaryDirectory(prefix="copycat-curve-") as tmp:
-        result = fit(
+        folder = Path(tmp)
+        choice = choose_arch(
+            images, targets, num_classes=num_classes, config=config, checkpoint_dir=folder
+        )
+        arch = choice.arch
+        model = init_model(arch, images, num_classes=num_classes, seed=config.seed)
+        extra = semi_loss(config, unlabelled)
+        result = (adopt_choice(choice, folder) if extra is None else None) or fit(
             model,
             images[tr_idx],
             targets[tr_idx],
-            config=config,
+            config=replace(config, arch=arch),
             val=(images[val_idx], hard[val_idx]) if n_val else None,
-            checkpoint_dir=Path(tmp),
-            extra_loss=semi_loss(config, unlabelled),
+            checkpoint_dir=folder,
+            extra_loss=extra,
         )
-        model.load_state_dict(load_checkpoint(Path(tmp) / "best.pt")["model"])
+        model.load_state_dict(load_checkpoint(folder / "best.pt")["model"])
     return PrefixFit(model, result, arch)
 
 

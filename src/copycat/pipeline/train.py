@@ -16,7 +16,7 @@ from copycat.pools.pool import build_pool
 from copycat.runs import RunDir
 from copycat.steal.store import AnswerStore, image_id
 from copycat.train.checkpoint import load_checkpoint, write_metrics
-from copycat.train.choose import ArchChoice, choose_arch
+from copycat.train.choose import ArchChoice, adopt_choice, choose_arch, drop_candidates
 from copycat.train.fit import FitResult, StepFn, fit, held_out_split
 from copycat.train.models import AUTO_ARCH, init_model
 from copycat.train.semi import semi_loss
@@ -98,7 +98,13 @@ def train_copycat(
     targets = answers[tr_idx]
     shape = tuple(data.images.shape[1:])
     choice = _resumed_choice(run, config) or choose_arch(
-        data.images, answers, num_classes=num_classes, config=config
+        data.images,
+        answers,
+        labels=data.labels,
+        num_classes=num_classes,
+        config=config,
+        checkpoint_dir=run.checkpoints,
+        on_step=on_step,
     )
     arch = choice.arch
     # checkpoints record the architecture trained, so a resume compares what was trained
@@ -112,7 +118,8 @@ def train_copycat(
         n_val,
         config.epochs_for(len(tr_idx)),
     )
-    result = fit(
+    extra = semi_loss(config, unlabelled)
+    result = (adopt_choice(choice, run.checkpoints) if extra is None else None) or fit(
         model,
         data.images[tr_idx],
         targets,
@@ -120,7 +127,7 @@ def train_copycat(
         val=(data.images[val_idx], data.labels[val_idx]) if n_val else None,
         checkpoint_dir=run.checkpoints,
         on_step=on_step,
-        extra_loss=semi_loss(config, unlabelled),
+        extra_loss=extra,
     )
     best = load_checkpoint(run.checkpoints / "best.pt")
     save_file({k: v.contiguous() for k, v in best["model"].items()}, str(run.copycat_weights))
@@ -141,6 +148,7 @@ def train_copycat(
     }
     run.copycat_card.write_text(json.dumps(card, indent=2) + "\n")
     write_metrics(run.metrics, result.history)
+    drop_candidates(run.checkpoints)
     run.record("train", asdict(config))
     return result
 

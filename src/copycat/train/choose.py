@@ -14,12 +14,16 @@ match").
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+import shutil
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import torch
 
 from copycat.config import TrainConfig
-from copycat.train.fit import fit, held_out_split
+from copycat.errors import CheckpointError
+from copycat.train.checkpoint import load_checkpoint, save_checkpoint
+from copycat.train.fit import FitResult, StepFn, fit, held_out_split
 from copycat.train.models import AUTO_ARCH, init_model, resolve_arch
 
 log = logging.getLogger(__name__)
@@ -43,17 +47,34 @@ class ArchChoice:
     heldout: dict[str, float] = field(default_factory=dict)
     trained: int = 0  # answers each candidate trained on
     scored: int = 0  # answers neither candidate trained on, each candidate's score
+    # The chosen candidate's checkpoints folder and result when its training is exactly the
+    # copy's own (a store of at most CHOOSE_ANSWERS answers): see adopt_choice.
+    exact: tuple[Path, FitResult] | None = None
 
 
 def choose_arch(
-    images: torch.Tensor, targets: torch.Tensor, *, num_classes: int, config: TrainConfig
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    num_classes: int,
+    config: TrainConfig,
+    labels: torch.Tensor | None = None,
+    checkpoint_dir: Path | None = None,
+    on_step: StepFn | None = None,
 ) -> ArchChoice:
     """``config.arch``, or for ``auto`` the architecture to train on ``images`` (N, C, H, W)
     uint8 with ``targets`` (hard (N,) or soft (N, K), in query order): ``cnn-wide`` for colour
     images; for grey ones whichever of :data:`GREY_CANDIDATES` agrees more with the held-out
     answers after training on the first :data:`CHOOSE_ANSWERS`, scored on their held-out
     share and the answers after them (``cnn-small`` when there are none). Supervised
-    only: semi-supervised options apply to the final copy alone."""
+    only: semi-supervised options apply to the final copy alone.
+
+    ``labels``: the hard answers (N,) the candidates are scored against, as the copy's own
+    training scores them (default the targets' top-1). ``checkpoint_dir``: each candidate
+    checkpoints in ``choose-<arch>`` below it, so an interrupted choice resumes, and on a
+    store of at most :data:`CHOOSE_ANSWERS` answers the chosen candidate's training is
+    returned in ``exact`` for :func:`adopt_choice`. ``on_step`` follows each candidate's
+    training in turn."""
     channels = int(images.shape[1])
     if config.arch != AUTO_ARCH or channels == 3:
         return ArchChoice(resolve_arch(config.arch, channels=channels))
@@ -64,8 +85,9 @@ def choose_arch(
     if len(val_idx) == 0:
         log.info("arch auto: nothing held out to choose on; training %s", GREY_CANDIDATES[0])
         return ArchChoice(GREY_CANDIDATES[0])
-    hard = targets.argmax(1) if targets.ndim == 2 else targets
+    hard = labels if labels is not None else targets.argmax(1) if targets.ndim == 2 else targets
     heldout: dict[str, float] = {}
+    results: dict[str, FitResult] = {}
     for arch in GREY_CANDIDATES:
         log.info(
             "arch auto: trying %s on %d of the first %d answers, scored on %d others",
@@ -74,15 +96,20 @@ def choose_arch(
             m,
             len(val_idx),
         )
-        model = init_model(arch, images[:m], num_classes=num_classes, seed=config.seed)
-        result = fit(
-            model,
+        folder = None if checkpoint_dir is None else checkpoint_dir / f"choose-{arch}"
+        # trained as the copy of this architecture would be, no extra loss: the candidates
+        # are compared supervised
+        result = _fit_candidate(
+            init_model(arch, images[:m], num_classes=num_classes, seed=config.seed),
             images[tr_idx],
             targets[tr_idx],
-            config=config,
+            config=replace(config, arch=arch),
             val=(images[val_idx], hard[val_idx]),
-        )  # no extra loss: the candidates are compared supervised
+            folder=folder,
+            on_step=on_step,
+        )
         heldout[arch] = float(result.best_val_agreement or 0.0)
+        results[arch] = result
     best = max(GREY_CANDIDATES, key=lambda a: (heldout[a], -GREY_CANDIDATES.index(a)))
     log.info(
         "arch auto: %s (agreement on %d answers neither trained on: %s)",
@@ -90,4 +117,58 @@ def choose_arch(
         len(val_idx),
         ", ".join(f"{a} {v:.3f}" for a, v in heldout.items()),
     )
-    return ArchChoice(best, heldout, trained=len(tr_idx), scored=len(val_idx))
+    exact = None
+    if checkpoint_dir is not None and m == len(images):
+        exact = (checkpoint_dir / f"choose-{best}", results[best])
+    return ArchChoice(best, heldout, trained=len(tr_idx), scored=len(val_idx), exact=exact)
+
+
+def _fit_candidate(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    config: TrainConfig,
+    val: tuple[torch.Tensor, torch.Tensor],
+    folder: Path | None,
+    on_step: StepFn | None,
+) -> FitResult:
+    """``fit``, resuming a candidate's own checkpoints; those of other answers or another
+    configuration (the store grew, a setting changed) are a stale cache, retrained."""
+
+    def train() -> FitResult:
+        return fit(
+            model, images, targets, config=config, val=val, checkpoint_dir=folder, on_step=on_step
+        )
+
+    try:
+        return train()
+    except CheckpointError as exc:
+        if folder is None:
+            raise
+        log.warning("arch auto: retraining the candidate in %s (%s)", folder, exc)
+        shutil.rmtree(folder, ignore_errors=True)
+        return train()
+
+
+def adopt_choice(choice: ArchChoice, checkpoint_dir: Path) -> FitResult | None:
+    """The chosen candidate as the copy, when its training was exactly the copy's own (same
+    answers, held-out share, seed and settings; the caller adds no extra loss): its
+    ``best.pt`` and ``last.pt`` go to ``checkpoint_dir`` and its result is returned, so the
+    copy is not trained twice. ``None`` when the copy must be trained."""
+    if choice.exact is None:
+        return None
+    folder, result = choice.exact
+    log.info("arch auto: the %s candidate, trained on these answers, is the copy", choice.arch)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    # best.pt first: a kill between the two leaves no last.pt, so a rerun chooses again (the
+    # candidates resume at their last epoch) rather than resuming a copy without its best.pt
+    save_checkpoint(checkpoint_dir / "best.pt", load_checkpoint(folder / "best.pt"))
+    (folder / "last.pt").replace(checkpoint_dir / "last.pt")
+    return result
+
+
+def drop_candidates(checkpoint_dir: Path) -> None:
+    """Delete the candidates' checkpoints once the copy is saved: a rerun resumes the copy."""
+    for folder in checkpoint_dir.glob("choose-*"):
+        shutil.rmtree(folder, ignore_errors=True)
