@@ -290,6 +290,9 @@ def test_the_check_targets_swap_the_core_targets_architectures_and_are_built_whe
         c, o = suite_target(check), core[of]
         assert not c.core and c.dataset == o.dataset and c.exclude == o.exclude
         assert {c.train.arch, o.train.arch} == {"cnn-target", "cnn-wide"}
+    resnet = suite_target("digits-resnet")  # a third architecture, the copies' candidates' unlike
+    assert not resnet.core and resnet.train.arch == "resnet18"
+    assert (resnet.dataset, resnet.exclude) == (core["digits"].dataset, core["digits"].exclude)
     # every core target's card already there: nothing is trained, and no check is built
     for name in core:
         (tmp_path / name).mkdir()

@@ -68,7 +68,7 @@ def target_suite(
     device: DeviceOpt = TARGET.train.device,
 ) -> None:
     """Train the development suite's targets that are missing (Fashion-MNIST, digits, emoji;
-    the checks fmnist-wide and emoji-small only when named in --only)."""
+    the checks fmnist-wide, emoji-small and digits-resnet only when named in --only)."""
     from copycat.targets.suite import build_suite
 
     names = tuple(n.strip() for n in only.split(",") if n.strip()) or None
