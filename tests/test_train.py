@@ -455,6 +455,46 @@ def test_an_interrupted_auto_choice_resumes_its_candidates_and_retrains_stale_on
     assert grown.heldout == choose_arch(more, more_labels, num_classes=10, config=cfg).heldout
 
 
+def test_a_full_disk_during_the_auto_choice_names_its_fix_and_retrains_nothing(
+    tmp_path: Path,
+) -> None:
+    """A candidate's checkpoint that cannot be written is a disk error to report, not a stale
+    checkpoint to delete and retrain: a process whose files may not grow past 64 KiB (as on
+    a full disk) stops at the first save with the checkpoint's own message."""
+    import os
+    import subprocess
+    import sys
+
+    script = """
+import resource, signal, sys, torch
+from pathlib import Path
+from copycat.config import TrainConfig
+from copycat.errors import CheckpointError
+from copycat.train.choose import choose_arch
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails, as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, 1 << 16))
+g = torch.Generator().manual_seed(0)
+images = torch.randint(0, 256, (120, 1, 28, 28), dtype=torch.uint8, generator=g)
+labels = torch.randint(0, 10, (120,), generator=g)
+cfg = TrainConfig(epochs=1, batch_size=64, device="cpu", val_fraction=0.2)
+try:
+    choose_arch(images, labels, num_classes=10, config=cfg, checkpoint_dir=Path(sys.argv[1]))
+except CheckpointError as exc:
+    print("ERROR", exc)
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=True,
+    )
+    assert "ERROR could not write checkpoint" in out.stdout and "free disk space" in out.stdout
+    assert "retraining the candidate" not in out.stderr + out.stdout
+
+
 def _timings(run: RunDir) -> dict[str, float]:
     import json
 

@@ -40,5 +40,10 @@ class CheckpointError(CopycatError):
     """A checkpoint is missing, corrupt or was made for another configuration."""
 
 
+class StaleCheckpointError(CheckpointError):
+    """A ``last.pt`` made on other answers or with another configuration: resuming it would
+    not continue this training."""
+
+
 class RunLockedError(CopycatError):
     """Another copycat process holds the run directory (it would spend the same budget)."""

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from copycat.config import TrainConfig
-from copycat.errors import CheckpointError
+from copycat.errors import StaleCheckpointError
 from copycat.train.checkpoint import load_checkpoint, save_checkpoint
 from copycat.train.fit import FitResult, StepFn, fit, held_out_split
 from copycat.train.models import AUTO_ARCH, init_model, resolve_arch
@@ -143,7 +143,7 @@ def _fit_candidate(
 
     try:
         return train()
-    except CheckpointError as exc:
+    except StaleCheckpointError as exc:  # not a disk error: that one names its own fix
         if folder is None:
             raise
         log.warning("arch auto: retraining the candidate in %s (%s)", folder, exc)

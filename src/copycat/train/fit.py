@@ -24,7 +24,7 @@ from torch import nn
 
 from copycat.config import TrainConfig
 from copycat.devices import resolve_device
-from copycat.errors import CheckpointError
+from copycat.errors import StaleCheckpointError
 from copycat.train.checkpoint import load_checkpoint, save_checkpoint
 from copycat.train.distill import distill_loss
 
@@ -294,12 +294,12 @@ def _resume(loop: _Loop, last: Path) -> None:
     ck = load_checkpoint(last)
     same = _comparable(ck["config"]) == _comparable(loop.cfg_dict)
     if not same or ck.get("num_samples") != loop.n or ck.get("data_digest") != loop.digest:
-        raise CheckpointError(
+        raise StaleCheckpointError(
             f"{last} was made with another configuration or fake dataset; "
             "delete the checkpoints folder to retrain from scratch"
         )
     if "rng_cpu" not in ck:
-        raise CheckpointError(
+        raise StaleCheckpointError(
             f"{last} holds no random states (an older copycat made it), so resuming it would "
             "not be exact; delete the checkpoints folder to retrain from scratch"
         )
