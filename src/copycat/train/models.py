@@ -195,31 +195,6 @@ def resnet18(c: int, k: int, size: int) -> nn.Module:
     return m
 
 
-def resnet_small(c: int, k: int, size: int) -> nn.Module:
-    """A residual copy for small images: a 32-wide stem and one basic block per stage (32, 64
-    and 128 wide, the last two at stride 2), global pooling; about 40 M multiply-adds at
-    28x28, a fifteenth of ``resnet18``'s."""
-    from torchvision.models.resnet import BasicBlock
-
-    def stage(cin: int, cout: int, stride: int) -> nn.Module:
-        down = None
-        if stride != 1 or cin != cout:
-            down = nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)
-            )
-        return BasicBlock(cin, cout, stride=stride, downsample=down)
-
-    return nn.Sequential(
-        *_conv_bn(c, 32),
-        stage(32, 32, 1),
-        stage(32, 64, 2),
-        stage(64, 128, 2),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(128, k),
-    )
-
-
 def vgg16(c: int, k: int, size: int) -> nn.Module:
     from torchvision.models import vgg16_bn
 

@@ -15,5 +15,4 @@ MODELS.add("cnn-target", "copycat.train.models:cnn_target")  # the demo's target
 MODELS.add("cnn-wide", "copycat.train.models:cnn_wide")
 MODELS.add("cnn-wider", "copycat.train.models:cnn_wider")
 MODELS.add("resnet18", "copycat.train.models:resnet18")
-MODELS.add("resnet-small", "copycat.train.models:resnet_small")
 MODELS.add("vgg16", "copycat.train.models:vgg16")
