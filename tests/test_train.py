@@ -325,7 +325,8 @@ def test_auto_arch_chooses_a_grey_copy_by_held_out_agreement_and_keeps_colour_wi
     itself reaches (a store under CHOOSE_ANSWERS). Colour, a named arch, or nothing held out:
     no training at all."""
     from copycat.evaluate.curve import fit_prefix
-    from copycat.train.choose import GREY_CANDIDATES, ArchChoice, choose_arch
+    from copycat.train.choose import ArchChoice, choose_arch
+    from copycat.train.models import GREY_CANDIDATES
 
     from .conftest import rule_images
 
@@ -348,6 +349,37 @@ def test_auto_arch_chooses_a_grey_copy_by_held_out_agreement_and_keeps_colour_wi
     assert choose_arch(images, labels, num_classes=10, config=none_held).arch == "cnn-small"
 
 
+def test_an_auto_arch_that_names_its_candidates_chooses_among_them_for_any_images() -> None:
+    """``auto:A,B``: the named architectures are the candidates, for colour images as for
+    grey ones, scored as ``auto``'s are; names are checked before anything trains."""
+    from copycat.errors import ConfigError
+    from copycat.evaluate.curve import fit_prefix
+    from copycat.train.choose import choose_arch
+    from copycat.train.models import auto_candidates, resolve_arch
+
+    from .conftest import rule_images
+
+    arch = "auto:cnn-tiny, cnn-small,cnn-tiny"
+    assert auto_candidates(arch, channels=3) == ("cnn-tiny", "cnn-small")
+    assert resolve_arch(arch, channels=1) == "cnn-tiny"  # the first, with no answers
+    for bad, says in (("auto:", "names no candidate"), ("auto:cnn-x", "unknown architecture")):
+        with pytest.raises(ConfigError, match=says):
+            auto_candidates(bad, channels=1)
+    with pytest.raises(ConfigError, match="cannot itself be auto"):
+        auto_candidates("auto:auto", channels=1)
+    grey, labels = rule_images(300, 0)
+    colour = grey.expand(-1, 3, -1, -1).contiguous()
+    cfg = TrainConfig(arch=arch, epochs=2, batch_size=64, lr=1e-2, device="cpu", val_fraction=0.2)
+    for images in (grey, colour):
+        choice = choose_arch(images, labels, num_classes=10, config=cfg)
+        assert set(choice.heldout) == {"cnn-tiny", "cnn-small"}
+        assert choice.heldout[choice.arch] == max(choice.heldout.values())
+        for name in choice.heldout:
+            named = dataclasses.replace(cfg, arch=name)
+            fitted = fit_prefix(images, labels, num_classes=10, config=named)
+            assert fitted.result.best_val_agreement == choice.heldout[name], name
+
+
 def test_auto_arch_scores_its_candidates_on_the_answers_after_those_they_trained_on(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -356,7 +388,7 @@ def test_auto_arch_scores_its_candidates_on_the_answers_after_those_they_trained
     nothing held out, on the answers after them alone."""
     from copycat.train import choose
     from copycat.train.fit import fit, held_out_split
-    from copycat.train.models import init_model
+    from copycat.train.models import GREY_CANDIDATES, init_model
 
     from .conftest import rule_images
 
@@ -369,7 +401,7 @@ def test_auto_arch_scores_its_candidates_on_the_answers_after_those_they_trained
         held, tr_idx = held_out_split(200, config=cfg)
         scored = torch.cat([held, torch.arange(200, later_end)])
         assert (choice.trained, choice.scored) == (len(tr_idx), 120)
-        for arch in choose.GREY_CANDIDATES:
+        for arch in GREY_CANDIDATES:
             model = init_model(arch, images[:200], num_classes=10, seed=cfg.seed)
             val = (images[scored], labels[scored])
             result = fit(model, images[tr_idx], labels[tr_idx], config=cfg, val=val)
@@ -432,7 +464,8 @@ def test_auto_arch_on_a_small_store_keeps_the_chosen_candidate_as_the_copy(
 def test_an_interrupted_auto_choice_resumes_its_candidates_and_retrains_stale_ones(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from copycat.train.choose import GREY_CANDIDATES, choose_arch
+    from copycat.train.choose import choose_arch
+    from copycat.train.models import GREY_CANDIDATES
 
     from .conftest import rule_images
 

@@ -200,7 +200,8 @@ class TrainConfig:
 
     # "auto": cnn-wide for colour images; for grey ones cnn-small or cnn-wide, whichever
     # agrees more with up to 5,000 answers it did not train on after training on the first
-    # 5,000 (copycat.train.choose); a selection's interim copycat stays cnn-small
+    # 5,000 (copycat.train.choose); a selection's interim copycat stays cnn-small.
+    # "auto:A,B,...": the same choice among the architectures named, for any images.
     arch: str = "auto"
     # None: min_epochs, raised until training takes min_steps optimiser steps, so a small store
     # is not undertrained; a number: exactly that many epochs. See epochs_at.

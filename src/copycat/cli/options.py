@@ -43,7 +43,9 @@ ArchOpt = Annotated[
     typer.Option(
         help=f"Architecture: {MODELS.usages()}, or auto (the copycat default: cnn-wide for "
         "colour images; for grey ones cnn-small or cnn-wide, whichever agrees more with the "
-        "held-out answers)."
+        "held-out answers), or auto:A,B,... to choose so among the architectures named "
+        "(e.g. auto:cnn-small,cnn-wide,resnet18, which also copies ResNet targets; slow on "
+        "a CPU)."
     ),
 ]
 EpochsOpt = Annotated[

@@ -18,7 +18,7 @@ from copycat.steal.store import AnswerStore, image_id
 from copycat.train.checkpoint import load_checkpoint, write_metrics
 from copycat.train.choose import ArchChoice, adopt_choice, choose_arch, drop_candidates
 from copycat.train.fit import FitResult, StepFn, fit, held_out_split
-from copycat.train.models import AUTO_ARCH, init_model
+from copycat.train.models import AUTO_ARCH, init_model, is_auto
 from copycat.train.semi import semi_loss
 
 log = logging.getLogger(__name__)
@@ -60,10 +60,10 @@ def _resumed_choice(run: RunDir, config: TrainConfig) -> ArchChoice | None:
     """The architecture an interrupted or finished training of ``auto`` chose (its
     ``last.pt`` names it), so that a rerun resumes it instead of choosing again."""
     last = run.checkpoints / "last.pt"
-    if config.arch != AUTO_ARCH or not last.is_file():
+    if not is_auto(config.arch) or not last.is_file():
         return None
     arch = str(load_checkpoint(last)["config"].get("arch", AUTO_ARCH))
-    if arch == AUTO_ARCH:
+    if is_auto(arch):
         return None
     card = json.loads(run.copycat_card.read_text()) if run.copycat_card.is_file() else {}
     log.info("arch auto: %s, as chosen by the training %s resumes", arch, last)

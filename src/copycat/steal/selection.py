@@ -24,7 +24,7 @@ from copycat.devices import resolve_device
 from copycat.pools.pool import Candidates
 from copycat.steal.store import AnswerStore, FakeDataset
 from copycat.train.fit import fit, predict
-from copycat.train.models import AUTO_ARCH, INTERIM_AUTO_ARCH, Classifier, init_model
+from copycat.train.models import INTERIM_AUTO_ARCH, Classifier, init_model, is_auto
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ class InterimSelector:
         )
         model = self.model if self.warm and self.model is not None else None
         if model is None:
-            arch = INTERIM_AUTO_ARCH if cfg.arch == AUTO_ARCH else cfg.arch
+            arch = INTERIM_AUTO_ARCH if is_auto(cfg.arch) else cfg.arch
             model = init_model(arch, data.images, num_classes=self.num_classes, seed=cfg.seed)
         log.info("selection: interim copycat on %d answers", len(data))
         fit(model, data.images, data.labels, config=cfg)

@@ -24,12 +24,10 @@ from copycat.config import TrainConfig
 from copycat.errors import StaleCheckpointError
 from copycat.train.checkpoint import load_checkpoint, save_checkpoint
 from copycat.train.fit import FitResult, StepFn, fit, held_out_split
-from copycat.train.models import AUTO_ARCH, init_model, resolve_arch
+from copycat.train.models import auto_candidates, init_model, is_auto
 
 log = logging.getLogger(__name__)
 
-# The candidates for grey images, cheapest first (it wins a tie).
-GREY_CANDIDATES = ("cnn-small", "cnn-wide")
 # The answers both candidates train on: a choice costs about as much as training both on a
 # 5,000-answer store, whatever the store's size.
 CHOOSE_ANSWERS = 5_000
@@ -62,12 +60,13 @@ def choose_arch(
     checkpoint_dir: Path | None = None,
     on_step: StepFn | None = None,
 ) -> ArchChoice:
-    """``config.arch``, or for ``auto`` the architecture to train on ``images`` (N, C, H, W)
-    uint8 with ``targets`` (hard (N,) or soft (N, K), in query order): ``cnn-wide`` for colour
-    images; for grey ones whichever of :data:`GREY_CANDIDATES` agrees more with the held-out
-    answers after training on the first :data:`CHOOSE_ANSWERS`, scored on their held-out
-    share and the answers after them (``cnn-small`` when there are none). Supervised
-    only: semi-supervised options apply to the final copy alone.
+    """``config.arch``, or for an ``auto`` one the architecture to train on ``images`` (N, C,
+    H, W) uint8 with ``targets`` (hard (N,) or soft (N, K), in query order): whichever of its
+    candidates (:func:`~copycat.train.models.auto_candidates`; ``auto``: ``cnn-wide`` alone
+    for colour images) agrees more with the held-out answers after training on the first
+    :data:`CHOOSE_ANSWERS`, scored on their held-out share and the answers after them (the
+    first candidate when there are none). Supervised only: semi-supervised options apply to
+    the final copy alone.
 
     ``labels``: the hard answers (N,) the candidates are scored against, as the copy's own
     training scores them (default the targets' top-1). ``checkpoint_dir``: each candidate
@@ -75,20 +74,22 @@ def choose_arch(
     store of at most :data:`CHOOSE_ANSWERS` answers the chosen candidate's training is
     returned in ``exact`` for :func:`adopt_choice`. ``on_step`` follows each candidate's
     training in turn."""
-    channels = int(images.shape[1])
-    if config.arch != AUTO_ARCH or channels == 3:
-        return ArchChoice(resolve_arch(config.arch, channels=channels))
+    if not is_auto(config.arch):
+        return ArchChoice(config.arch)
+    candidates = auto_candidates(config.arch, channels=int(images.shape[1]))
+    if len(candidates) == 1:
+        return ArchChoice(candidates[0])
     m = min(len(images), CHOOSE_ANSWERS)
     held, tr_idx = held_out_split(m, config=config)
     later = torch.arange(m, min(len(images), m + max(0, CHOOSE_SCORED - len(held))))
     val_idx = torch.cat([held, later])
     if len(val_idx) == 0:
-        log.info("arch auto: nothing held out to choose on; training %s", GREY_CANDIDATES[0])
-        return ArchChoice(GREY_CANDIDATES[0])
+        log.info("arch auto: nothing held out to choose on; training %s", candidates[0])
+        return ArchChoice(candidates[0])
     hard = labels if labels is not None else targets.argmax(1) if targets.ndim == 2 else targets
     heldout: dict[str, float] = {}
     results: dict[str, FitResult] = {}
-    for arch in GREY_CANDIDATES:
+    for arch in candidates:
         log.info(
             "arch auto: trying %s on %d of the first %d answers, scored on %d others",
             arch,
@@ -110,7 +111,7 @@ def choose_arch(
         )
         heldout[arch] = float(result.best_val_agreement or 0.0)
         results[arch] = result
-    best = max(GREY_CANDIDATES, key=lambda a: (heldout[a], -GREY_CANDIDATES.index(a)))
+    best = max(candidates, key=lambda a: (heldout[a], -candidates.index(a)))
     log.info(
         "arch auto: %s (agreement on %d answers neither trained on: %s)",
         best,

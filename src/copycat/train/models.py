@@ -60,12 +60,37 @@ AUTO_ARCH = "auto"
 INTERIM_AUTO_ARCH = "cnn-small"
 
 
+# The candidates of "auto" for grey images, cheapest first (it wins a tie); colour images
+# get cnn-wide alone.
+GREY_CANDIDATES = ("cnn-small", "cnn-wide")
+
+
+def is_auto(arch: str) -> bool:
+    """Whether ``arch`` is chosen on the answers: ``auto``, or ``auto:A,B,...``."""
+    return arch == AUTO_ARCH or arch.startswith(AUTO_ARCH + ":")
+
+
+def auto_candidates(arch: str, *, channels: int) -> tuple[str, ...]:
+    """The architectures an ``auto`` arch chooses among for images of ``channels``:
+    :data:`GREY_CANDIDATES` for grey ones and ``cnn-wide`` alone for colour under ``auto``;
+    the names listed, in order (the first wins a tie), under ``auto:A,B,...``, for both."""
+    if arch == AUTO_ARCH:
+        return ("cnn-wide",) if channels == 3 else GREY_CANDIDATES
+    names = tuple(dict.fromkeys(n.strip() for n in arch.split(":", 1)[1].split(",") if n.strip()))
+    if not names:
+        raise ConfigError(f"arch {arch!r} names no candidate; e.g. auto:cnn-small,resnet18")
+    for name in names:
+        if is_auto(name):
+            raise ConfigError(f"arch {arch!r}: a candidate cannot itself be auto")
+        MODELS.get(name)  # an unknown name is refused with the list
+    return names
+
+
 def resolve_arch(arch: str, *, channels: int) -> str:
-    """``arch``, with ``auto`` resolved without answers to choose on: ``cnn-wide`` for colour
-    images, else ``cnn-small`` (see :func:`copycat.train.choose.choose_arch`)."""
-    if arch != AUTO_ARCH:
-        return arch
-    return "cnn-wide" if channels == 3 else "cnn-small"
+    """``arch``, with an ``auto`` one resolved without answers to choose on: its first
+    candidate (``auto``: ``cnn-wide`` for colour images, else ``cnn-small``; see
+    :func:`copycat.train.choose.choose_arch`)."""
+    return auto_candidates(arch, channels=channels)[0] if is_auto(arch) else arch
 
 
 def build_model(
