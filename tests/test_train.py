@@ -356,6 +356,7 @@ def test_an_auto_arch_that_names_its_candidates_chooses_among_them_for_any_image
     from copycat.evaluate.curve import fit_prefix
     from copycat.train.choose import choose_arch
     from copycat.train.models import auto_candidates, resolve_arch
+    from copycat.train.registry import check_arch
 
     from .conftest import rule_images
 
@@ -367,6 +368,9 @@ def test_an_auto_arch_that_names_its_candidates_chooses_among_them_for_any_image
             auto_candidates(bad, channels=1)
     with pytest.raises(ConfigError, match="cannot itself be auto"):
         auto_candidates("auto:auto", channels=1)
+    for bad in ("cnn-x", "auto:cnn-small,cnn-x", "auto: ,"):  # the steal stage checks first
+        with pytest.raises(ConfigError, match=r"unknown architecture|names no candidate"):
+            check_arch(bad)
     grey, labels = rule_images(300, 0)
     colour = grey.expand(-1, 3, -1, -1).contiguous()
     cfg = TrainConfig(arch=arch, epochs=2, batch_size=64, lr=1e-2, device="cpu", val_fraction=0.2)
@@ -540,3 +544,21 @@ def init_model_keys(arch: str) -> set[str]:
 
     images = torch.zeros(4, *SHAPE, dtype=torch.uint8)
     return set(init_model(arch, images, num_classes=10, seed=0).state_dict())
+
+
+def test_a_steal_refuses_an_unknown_copy_architecture_before_it_opens_the_target(
+    tmp_path: Path,
+) -> None:
+    from copycat.config import ExperimentConfig
+    from copycat.errors import ConfigError
+    from copycat.pipeline import steal_stage
+
+    run = tmp_path / "run"
+    cfg = ExperimentConfig(
+        run_dir=str(run),
+        oracle=f"torch:{tmp_path / 'no-such-target'}",
+        train=TrainConfig(arch="auto:cnn-small,cnn-x"),
+    )
+    with pytest.raises(ConfigError, match="unknown architecture 'cnn-x'"):
+        steal_stage(cfg)
+    assert not run.exists()  # nothing opened, nothing queried

@@ -18,6 +18,7 @@ from copycat.runs import RunDir, write_atomic
 from copycat.steal.coverage import Coverage, class_coverage, class_names_of, warn_rare
 from copycat.steal.loop import ProgressFn, StealSummary, steal
 from copycat.steal.store import AnswerStore
+from copycat.train.registry import check_arch
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,9 @@ def steal_stage(
     oracle: Oracle | None = None,
     **http_options: Any,
 ) -> StealSummary:
-    """Query the oracle into ``<run_dir>/answers.sqlite`` and write ``steal.json``."""
+    """Query the oracle into ``<run_dir>/answers.sqlite`` and write ``steal.json``. The copy's
+    architecture is checked first, so a typo in it costs no query."""
+    check_arch(cfg.train.arch)
     run = RunDir.at(cfg.run_dir)
     with run.lock("steal"):  # one steal per run directory: two would spend one budget twice
         return _steal_locked(run, cfg, command, on_batch, oracle, http_options)

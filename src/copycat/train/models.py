@@ -13,7 +13,9 @@ import torch
 from torch import nn
 
 from copycat.errors import ConfigError
-from copycat.train.registry import MODELS
+from copycat.train.registry import AUTO_ARCH as AUTO_ARCH
+from copycat.train.registry import MODELS, check_arch
+from copycat.train.registry import is_auto as is_auto
 
 Builder = Callable[[int, int, int], nn.Module]  # (in_channels, num_classes, input_size)
 
@@ -54,7 +56,6 @@ class Classifier(nn.Module):
 # answers (a model built from a config alone), resolve_arch gives grey images cnn-small.
 # docs/suite.md, "A wider copycat for colour targets" and "The copy's architecture on targets
 # it does not match".
-AUTO_ARCH = "auto"
 # What "auto" gives the interim copycat of a selection: it only ranks candidates and pushes
 # images, and stays small so that its refits stay cheap (the figures above were made so).
 INTERIM_AUTO_ARCH = "cnn-small"
@@ -65,25 +66,13 @@ INTERIM_AUTO_ARCH = "cnn-small"
 GREY_CANDIDATES = ("cnn-small", "cnn-wide")
 
 
-def is_auto(arch: str) -> bool:
-    """Whether ``arch`` is chosen on the answers: ``auto``, or ``auto:A,B,...``."""
-    return arch == AUTO_ARCH or arch.startswith(AUTO_ARCH + ":")
-
-
 def auto_candidates(arch: str, *, channels: int) -> tuple[str, ...]:
     """The architectures an ``auto`` arch chooses among for images of ``channels``:
     :data:`GREY_CANDIDATES` for grey ones and ``cnn-wide`` alone for colour under ``auto``;
     the names listed, in order (the first wins a tie), under ``auto:A,B,...``, for both."""
     if arch == AUTO_ARCH:
         return ("cnn-wide",) if channels == 3 else GREY_CANDIDATES
-    names = tuple(dict.fromkeys(n.strip() for n in arch.split(":", 1)[1].split(",") if n.strip()))
-    if not names:
-        raise ConfigError(f"arch {arch!r} names no candidate; e.g. auto:cnn-small,resnet18")
-    for name in names:
-        if is_auto(name):
-            raise ConfigError(f"arch {arch!r}: a candidate cannot itself be auto")
-        MODELS.get(name)  # an unknown name is refused with the list
-    return names
+    return check_arch(arch)
 
 
 def resolve_arch(arch: str, *, channels: int) -> str:
