@@ -125,7 +125,7 @@ def fit_prefix(
         arch = choice.arch
         model = init_model(arch, images, num_classes=num_classes, seed=config.seed)
         extra = semi_loss(config, unlabelled)
-        result = (adopt_choice(choice, folder) if extra is None else None) or fit(
+        result = adopt_choice(choice, folder, extra_loss=extra) or fit(
             model,
             images[tr_idx],
             targets[tr_idx],

@@ -119,7 +119,7 @@ def train_copycat(
         config.epochs_for(len(tr_idx)),
     )
     extra = semi_loss(config, unlabelled)
-    result = (adopt_choice(choice, run.checkpoints) if extra is None else None) or fit(
+    result = adopt_choice(choice, run.checkpoints, extra_loss=extra) or fit(
         model,
         data.images[tr_idx],
         targets,

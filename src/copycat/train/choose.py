@@ -23,7 +23,7 @@ import torch
 from copycat.config import TrainConfig
 from copycat.errors import StaleCheckpointError
 from copycat.train.checkpoint import load_checkpoint, save_checkpoint
-from copycat.train.fit import FitResult, StepFn, fit, held_out_split
+from copycat.train.fit import ExtraLoss, FitResult, StepFn, fit, held_out_split
 from copycat.train.models import auto_candidates, init_model, is_auto
 
 log = logging.getLogger(__name__)
@@ -152,12 +152,15 @@ def _fit_candidate(
         return train()
 
 
-def adopt_choice(choice: ArchChoice, checkpoint_dir: Path) -> FitResult | None:
+def adopt_choice(
+    choice: ArchChoice, checkpoint_dir: Path, *, extra_loss: ExtraLoss | None
+) -> FitResult | None:
     """The chosen candidate as the copy, when its training was exactly the copy's own (same
-    answers, held-out share, seed and settings; the caller adds no extra loss): its
-    ``best.pt`` and ``last.pt`` go to ``checkpoint_dir`` and its result is returned, so the
-    copy is not trained twice. ``None`` when the copy must be trained."""
-    if choice.exact is None:
+    answers, held-out share, seed and settings, and no ``extra_loss`` for the copy: the
+    candidates train without one): its ``best.pt`` and ``last.pt`` go to ``checkpoint_dir``
+    and its result is returned, so the copy is not trained twice. ``None`` when the copy must
+    be trained."""
+    if choice.exact is None or extra_loss is not None:
         return None
     folder, result = choice.exact
     log.info("arch auto: the %s candidate, trained on these answers, is the copy", choice.arch)
