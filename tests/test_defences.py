@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from copycat.defences.registry import (
     split_defence_list,
 )
 from copycat.defences.utility import measure
-from copycat.errors import ConfigError
+from copycat.errors import ConfigError, CopycatError
 from copycat.oracles.local import TorchOracle
 from copycat.oracles.outputs import LabelOnly
 
@@ -269,6 +270,11 @@ def test_audit_writes_the_matrix_and_resumes(
     assert "reverse-sigmoid" in md and (tmp_path / "audit" / "audit.png").is_file()
     again = run_audit(cfg)  # every cell is done: read back, nothing re-run
     assert again["cells"] == data["cells"]
+    # a cell file cut short (written by hand, or by a copycat before atomic writes) is named
+    cell = sorted((tmp_path / "audit").rglob("cell.json"))[0]
+    cell.write_text(cell.read_text()[:20])
+    with pytest.raises(CopycatError, match=re.escape(str(cell)) + ".*delete it"):
+        run_audit(cfg)
 
 
 def test_serve_blocks_a_client_once_prada_raises_its_alarm(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from copycat.defences.watermark import read_key, watermark_test
 from copycat.devices import resolve_device
 from copycat.oracles.registry import parse_oracle_spec
 from copycat.pipeline import evaluate_stage, open_oracle, steal_stage, train_stage
-from copycat.runs import RunDir
+from copycat.runs import RunDir, read_json, write_atomic
 from copycat.steal.store import AnswerStore
 from copycat.train.checkpoint import load_copycat
 from copycat.train.fit import predict
@@ -72,7 +72,7 @@ def run_cell(cfg: AuditConfig, attack: str, defence: str, budget: int, seed: int
     run = RunDir.at(exp.run_dir)
     done = run.root / "cell.json"
     if done.is_file():
-        cell: dict[str, Any] = json.loads(done.read_text())
+        cell: dict[str, Any] = read_json(done)
         return cell
     oracle = open_oracle(exp)
     blocked: int | None = None
@@ -109,7 +109,7 @@ def run_cell(cfg: AuditConfig, attack: str, defence: str, budget: int, seed: int
         wm = parse_defence_spec(defence)
         if wm.name == "watermark":
             cell["watermark"] = _verify_cell(cfg, run, run, wm.params)
-    done.write_text(json.dumps(cell, indent=2) + "\n")
+    write_atomic(done, json.dumps(cell, indent=2) + "\n")
     return cell
 
 
@@ -143,7 +143,7 @@ def defence_utility(cfg: AuditConfig, defence: str) -> dict[str, Any]:
     """The benign utility of ``defence`` (cached in ``<out>/defences/``)."""
     path = Path(cfg.out) / "defences" / f"{parse_defence_spec(defence).slug}.json"
     if path.is_file():
-        cached: dict[str, Any] = json.loads(path.read_text())
+        cached: dict[str, Any] = read_json(path)
         return cached
     device = _device(cfg)
     exp = ExperimentConfig(
@@ -157,8 +157,7 @@ def defence_utility(cfg: AuditConfig, defence: str) -> dict[str, Any]:
     test = load_labelled(cfg.test_set, input_shape=undefended.input_shape)
     util = measure(defended, undefended, test, limit=cfg.benign_images).as_dict()
     util["defence"] = defence
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(util, indent=2) + "\n")
+    write_atomic(path, json.dumps(util, indent=2) + "\n")
     return util
 
 
@@ -216,5 +215,5 @@ def run_audit(cfg: AuditConfig, *, on_cell: CellFn | None = None) -> dict[str, A
         "cells": cells,
         "watermark_negatives": watermark_negatives(cfg, cells),
     }
-    (out / "audit.json").write_text(json.dumps(data, indent=2) + "\n")
+    write_atomic(out / "audit.json", json.dumps(data, indent=2) + "\n")
     return data

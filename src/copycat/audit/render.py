@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from copycat.runs import write_atomic
+
 
 def mean_sd(values: Sequence[float | None]) -> tuple[float | None, float | None, int]:
     vals = [v for v in values if v is not None]
@@ -176,5 +178,5 @@ def render_audit(data: dict[str, Any], out: Path) -> Path:
     if any(c.get("watermark") for c in data["cells"]):
         md += ["## Watermark verification (p < 0.01: stolen)", "", *watermark_table(data), ""]
     path = out / "audit.md"
-    path.write_text("\n".join(md) + "\n")
+    write_atomic(path, "\n".join(md) + "\n")
     return path

@@ -4,7 +4,6 @@ with the auditor's headline: the queries needed to reach 0.90 and 0.95 of the ta
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +23,14 @@ from copycat.cli.options import (
     SeedOpt,
 )
 from copycat.errors import ConfigError
+from copycat.runs import read_json
 
 DEFAULT_BUDGETS = "1k,2k,5k,10k,20k"
 
 
 def _run_config(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "config.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path) if path.is_file() else {}
 
 
 def curve_cmd(
@@ -88,7 +88,7 @@ def curve_cmd(
                 bar.update(task, advance=1, info=info)
 
             curve = curve_stage(cfg, budgets=steps, command=command_line(ctx), on_point=on_point)
-    data = json.loads((run_dir / "curve.json").read_text())
+    data = read_json(run_dir / "curve.json")
     rows: list[tuple[str, Any]] = [
         (f"{p.answers:,} answers", f"{p.performance_accuracy:.4f} (agreement {p.agreement:.4f})")
         for p in curve.points

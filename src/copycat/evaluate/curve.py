@@ -25,6 +25,7 @@ from copycat.errors import ConfigError
 from copycat.evaluate.evaluate import oracle_labels
 from copycat.evaluate.metrics import classification_metrics
 from copycat.oracles.base import Oracle
+from copycat.runs import write_atomic
 from copycat.train.checkpoint import load_checkpoint
 from copycat.train.choose import adopt_choice, choose_arch
 from copycat.train.fit import FitResult, fit, held_out_split, predict
@@ -74,7 +75,7 @@ class BudgetCurve:
     queries_to: dict[str, int | None] = field(default_factory=dict)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        write_atomic(path, json.dumps(asdict(self), indent=2) + "\n")
 
 
 def parse_budgets(text: str) -> tuple[int, ...]:

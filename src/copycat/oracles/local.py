@@ -18,6 +18,7 @@ import torch
 
 from copycat.errors import OracleError
 from copycat.oracles.base import Answer, check_images
+from copycat.runs import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class TargetCard:
         return len(self.class_names)
 
     def save(self, folder: Path) -> None:
-        (folder / CARD_NAME).write_text(json.dumps(asdict(self), indent=2) + "\n")
+        write_atomic(folder / CARD_NAME, json.dumps(asdict(self), indent=2) + "\n")
 
     @classmethod
     def load(cls, folder: Path) -> TargetCard:

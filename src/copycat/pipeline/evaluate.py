@@ -22,7 +22,7 @@ from copycat.oracles.registry import parse_oracle_spec
 from copycat.pipeline.steal import experiment_http, open_oracle
 from copycat.pipeline.train import semi_images
 from copycat.report.render import render_report
-from copycat.runs import RunDir
+from copycat.runs import RunDir, read_json
 from copycat.steal.store import AnswerStore
 from copycat.train.checkpoint import load_copycat
 
@@ -70,7 +70,7 @@ def evaluate_stage(
             allow_other=allow_other_oracle,
         )
     test = load_labelled(cfg.test_set, input_shape=oracle.input_shape)
-    card = json.loads(run.copycat_card.read_text())
+    card = read_json(run.copycat_card)
     check_test_set(
         test,
         input_shape=oracle.input_shape,

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from copycat.errors import DataError
+from copycat.runs import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +208,7 @@ def unpack(
             tmp.mkdir(exist_ok=True)  # an archive with no image still gets its (empty) folder
             shutil.rmtree(folder, ignore_errors=True)
             os.replace(tmp, folder)
-            stamp_file.write_text(json.dumps({"stamp": stamp, "skipped": here}))
+            write_atomic(stamp_file, json.dumps({"stamp": stamp, "skipped": here}))
         except ArchiveError as exc:
             log.warning("skipped an archive: %s", exc)
             skipped["corrupt archive"] += 1

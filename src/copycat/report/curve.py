@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from copycat.report.plots import plot_budget_curve
+from copycat.runs import read_json
 
 
 def reach_text(curve: dict[str, Any], goal: str) -> str:
@@ -25,7 +25,7 @@ def curve_lines(root: Path) -> list[str]:
     path = root / "curve.json"
     if not path.is_file():
         return []
-    curve = json.loads(path.read_text())
+    curve = read_json(path)
     if not curve.get("points"):
         return []
     plot_budget_curve(curve, root / "curve.png")

@@ -29,7 +29,7 @@ def render_report(run: RunDir) -> Path:
         raise CopycatError(
             f"no eval.json in {run.root}; run `copycat evaluate --run-dir {run.root} ...` first"
         )
-    ev = json.loads(run.eval_json.read_text())
+    ev = read_json(run.eval_json)
     cfg = run.read_config()
     lines = [f"# Copycat report: `{run.root}`", ""]
     lines += _result(ev)

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from copycat.config import TrainConfig
 from copycat.data.datasets import LabelledSet, folder_split, load_labelled
 from copycat.devices import resolve_device
 from copycat.evaluate.metrics import classification_metrics
 from copycat.oracles.local import ONNX_NAME, WEIGHTS_NAME, TargetCard
+from copycat.train.checkpoint import save_weights
 from copycat.train.fit import StepFn, fit, predict
 from copycat.train.models import init_model
 
@@ -33,19 +33,25 @@ class TargetResult:
 
 
 def export_onnx(model: torch.nn.Module, shape: tuple[int, int, int], path: Path) -> None:
-    """Export ``model`` (CPU, eval) to ONNX with a dynamic batch dimension."""
+    """Export ``model`` (CPU, eval) to ONNX with a dynamic batch dimension, through a temporary
+    file, so that a kill mid-export never leaves a truncated ``path``."""
     model = model.cpu().eval()
     dummy = torch.rand(2, *shape)
-    torch.onnx.export(
-        model,
-        (dummy,),
-        str(path),
-        input_names=["images"],
-        output_names=["logits"],
-        dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
-        opset_version=17,
-        dynamo=False,
-    )
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        torch.onnx.export(
+            model,
+            (dummy,),
+            str(tmp),
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def train_target(
@@ -88,9 +94,7 @@ def train_target(
         },
     )
     model = model.cpu().eval()
-    save_file(
-        {k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / WEIGHTS_NAME)
-    )
+    save_weights(folder / WEIGHTS_NAME, model.state_dict())
     card.save(folder)
     try:
         export_onnx(model, card.input_shape, folder / ONNX_NAME)

@@ -4,16 +4,16 @@ loaded with ``weights_only=True`` (no code is ever unpickled)."""
 from __future__ import annotations
 
 import csv
-import json
+import io
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save
 
 from copycat.errors import CheckpointError
-from copycat.runs import RunDir
+from copycat.runs import RunDir, read_json, save_atomic, write_atomic
 from copycat.train.models import Classifier, build_model
 
 METRIC_FIELDS = ("epoch", "train_loss", "train_agreement", "val_agreement", "lr", "seconds")
@@ -42,18 +42,25 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         ) from exc
 
 
+def save_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
+    """``state`` as safetensors at ``path``, written atomically (the old file or the new one)."""
+    data = save({k: v.detach().cpu().contiguous() for k, v in state.items()})
+    save_atomic(path, lambda f: f.write(data))
+
+
 def write_metrics(path: Path, history: list[dict[str, float]]) -> None:
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
-        w.writeheader()
-        w.writerows(history)
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, fieldnames=METRIC_FIELDS)
+    w.writeheader()
+    w.writerows(history)
+    write_atomic(path, text.getvalue())
 
 
 def load_copycat(run: RunDir) -> Classifier:
     """The trained copycat of a run (weights only; no code is loaded)."""
     if not run.copycat_weights.is_file() or not run.copycat_card.is_file():
         raise CheckpointError(f"no copycat in {run.root}; run `copycat train --run-dir {run.root}`")
-    card = json.loads(run.copycat_card.read_text())
+    card = read_json(run.copycat_card)
     model = build_model(
         card["arch"],
         in_channels=card["input_shape"][0],
