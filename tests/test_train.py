@@ -432,6 +432,73 @@ def test_the_train_stage_trains_and_records_the_auto_choice_and_a_rerun_keeps_it
     assert json.loads(run.copycat_card.read_text()) == {**card, **_timings(run)}
 
 
+def test_a_rerun_whose_auto_arch_lists_other_candidates_is_refused_before_it_trains(
+    victim: TorchOracle, tmp_path: Path
+) -> None:
+    """A trained ``auto`` copy is resumed only under the candidates it was chosen among:
+    ``--arch`` naming others refuses, naming the fix, instead of keeping the old choice."""
+    import json
+
+    from copycat.errors import StaleCheckpointError
+
+    run = RunDir.at(tmp_path)
+    _steal_pd(victim, run, 300)
+    first = dataclasses.replace(CFG, arch="auto:cnn-tiny,cnn-small", epochs=1)
+    done = train_copycat(run, config=first)
+    record = json.loads((run.checkpoints / "choice.json").read_text())
+    assert record["candidates"] == ["cnn-tiny", "cnn-small"]
+    assert record["arch"] == json.loads(run.copycat_card.read_text())["arch"]
+    steps: list[int] = []
+    for other in ("auto:cnn-tiny,cnn-wide", "auto"):
+        with pytest.raises(StaleCheckpointError, match="chosen among cnn-tiny, cnn-small"):
+            train_copycat(
+                run,
+                config=dataclasses.replace(first, arch=other),
+                on_step=lambda e, *_: steps.append(e),
+            )
+    assert steps == []  # refused before any training
+    assert train_copycat(run, config=first).history == done.history  # the same list resumes
+    # a run trained before choice.json was written: its architecture must be a candidate
+    (run.checkpoints / "choice.json").unlink()
+    chosen = record["arch"]
+    others = [a for a in ("cnn-wide", "cnn-target") if a != chosen]
+    with pytest.raises(StaleCheckpointError, match="Delete"):
+        train_copycat(run, config=dataclasses.replace(first, arch="auto:" + ",".join(others)))
+    again = dataclasses.replace(first, arch=f"auto:cnn-wide,{chosen}")
+    assert train_copycat(run, config=again).history == done.history
+
+
+def test_a_kill_while_the_copy_is_saved_leaves_the_previous_copy_whole(
+    victim: TorchOracle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy's weights, card and metrics are replaced all at once: a failure at the moment
+    of writing leaves the earlier files readable and byte for byte as they were."""
+    import os
+    import shutil
+
+    run = RunDir.at(tmp_path)
+    _steal_pd(victim, run, 300)
+    cfg = dataclasses.replace(CFG, epochs=1)
+    train_copycat(run, config=cfg)
+    files = (run.copycat_weights, run.copycat_card, run.metrics)
+    before = {f: f.read_bytes() for f in files}
+    shutil.rmtree(run.checkpoints)
+    rename = os.replace
+
+    def killed(src: str, dst: str) -> None:
+        if Path(dst).parent == run.root:  # the kill comes as the copy is saved
+            raise KeyboardInterrupt
+        rename(src, dst)
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train_copycat(run, config=dataclasses.replace(cfg, seed=1))
+    monkeypatch.undo()
+    assert {f: f.read_bytes() for f in files} == before
+    assert not list(tmp_path.glob(".*.tmp"))
+    load_copycat(run)
+
+
 def test_auto_arch_on_a_small_store_keeps_the_chosen_candidate_as_the_copy(
     victim: TorchOracle, tmp_path: Path
 ) -> None:

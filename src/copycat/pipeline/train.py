@@ -6,19 +6,19 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict, replace
+from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 from copycat.config import ExperimentConfig, TrainConfig, to_jsonable
-from copycat.errors import CopycatError
+from copycat.errors import CopycatError, StaleCheckpointError
 from copycat.pools.pool import build_pool
-from copycat.runs import RunDir
+from copycat.runs import RunDir, read_json, write_atomic
 from copycat.steal.store import AnswerStore, image_id
-from copycat.train.checkpoint import load_checkpoint, write_metrics
+from copycat.train.checkpoint import load_checkpoint, save_weights, write_metrics
 from copycat.train.choose import ArchChoice, adopt_choice, choose_arch, drop_candidates
 from copycat.train.fit import FitResult, StepFn, fit, held_out_split
-from copycat.train.models import AUTO_ARCH, init_model, is_auto
+from copycat.train.models import AUTO_ARCH, auto_candidates, init_model, is_auto
 from copycat.train.semi import semi_loss
 
 log = logging.getLogger(__name__)
@@ -56,18 +56,48 @@ def semi_images(run: RunDir, cfg: ExperimentConfig) -> torch.Tensor | None:
     return unqueried_images(run, cfg, cfg.train.unlabelled)
 
 
-def _resumed_choice(run: RunDir, config: TrainConfig) -> ArchChoice | None:
-    """The architecture an interrupted or finished training of ``auto`` chose (its
-    ``last.pt`` names it), so that a rerun resumes it instead of choosing again."""
+CHOICE_NAME = "choice.json"  # in checkpoints/: what an auto arch chose, and among which
+
+
+def _resumed_choice(run: RunDir, config: TrainConfig, *, channels: int) -> ArchChoice | None:
+    """The architecture an interrupted or finished training of an ``auto`` arch chose (its
+    ``last.pt`` names it), so that a rerun resumes it instead of choosing again. A choice made
+    among other candidates than ``config.arch`` now names is refused, naming the fix."""
     last = run.checkpoints / "last.pt"
     if not is_auto(config.arch) or not last.is_file():
         return None
     arch = str(load_checkpoint(last)["config"].get("arch", AUTO_ARCH))
     if is_auto(arch):
         return None
-    card = json.loads(run.copycat_card.read_text()) if run.copycat_card.is_file() else {}
+    candidates = list(auto_candidates(config.arch, channels=channels))
+    made = run.checkpoints / CHOICE_NAME
+    # a run trained before choice.json was written: its choice was among the candidates if
+    # the architecture it trained is one of them
+    recorded: dict[str, Any] = read_json(made) if made.is_file() else {"candidates": candidates}
+    if arch not in candidates or recorded.get("candidates") != candidates:
+        among = ", ".join(recorded.get("candidates") or [arch])
+        raise StaleCheckpointError(
+            f"{last} is a {arch} copy, chosen among {among}; --arch {config.arch} chooses among "
+            f"{', '.join(candidates)}. Delete {run.checkpoints} to choose again (the answers "
+            "are kept), or name the architecture to train"
+        )
+    card = read_json(run.copycat_card) if run.copycat_card.is_file() else {}
+    heldout = recorded.get("heldout") or card.get("arch_choice") or {}
     log.info("arch auto: %s, as chosen by the training %s resumes", arch, last)
-    return ArchChoice(arch, dict(card.get("arch_choice") or {}))
+    return ArchChoice(arch, dict(heldout))
+
+
+def _record_choice(run: RunDir, choice: ArchChoice, *, channels: int, spec: str) -> None:
+    """Write what ``spec`` (an auto arch) chose and among which candidates, before the copy
+    trains: a rerun resumes that choice only under the same candidates."""
+    if not is_auto(spec):
+        return
+    record = {
+        "candidates": list(auto_candidates(spec, channels=channels)),
+        "arch": choice.arch,
+        "heldout": choice.heldout,
+    }
+    write_atomic(run.checkpoints / CHOICE_NAME, json.dumps(record, indent=2) + "\n")
 
 
 def train_copycat(
@@ -97,15 +127,19 @@ def train_copycat(
     answers = data.probs if soft and data.probs is not None else data.labels
     targets = answers[tr_idx]
     shape = tuple(data.images.shape[1:])
-    choice = _resumed_choice(run, config) or choose_arch(
-        data.images,
-        answers,
-        labels=data.labels,
-        num_classes=num_classes,
-        config=config,
-        checkpoint_dir=run.checkpoints,
-        on_step=on_step,
-    )
+    channels = int(shape[0])
+    choice = _resumed_choice(run, config, channels=channels)
+    if choice is None:
+        choice = choose_arch(
+            data.images,
+            answers,
+            labels=data.labels,
+            num_classes=num_classes,
+            config=config,
+            checkpoint_dir=run.checkpoints,
+            on_step=on_step,
+        )
+        _record_choice(run, choice, channels=channels, spec=config.arch)
     arch = choice.arch
     # checkpoints record the architecture trained, so a resume compares what was trained
     config = replace(config, arch=arch)
@@ -130,7 +164,7 @@ def train_copycat(
         extra_loss=extra,
     )
     best = load_checkpoint(run.checkpoints / "best.pt")
-    save_file({k: v.contiguous() for k, v in best["model"].items()}, str(run.copycat_weights))
+    save_weights(run.copycat_weights, best["model"])
     card = {
         "arch": arch,
         "input_shape": list(shape),
@@ -146,7 +180,7 @@ def train_copycat(
         "samples_per_s": result.samples_per_s,
         "train_seconds": result.seconds,
     }
-    run.copycat_card.write_text(json.dumps(card, indent=2) + "\n")
+    write_atomic(run.copycat_card, json.dumps(card, indent=2) + "\n")
     write_metrics(run.metrics, result.history)
     drop_candidates(run.checkpoints)
     run.record("train", asdict(config))
