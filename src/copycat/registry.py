@@ -64,9 +64,14 @@ class Registry:
     def __iter__(self) -> Iterator[Entry]:
         return iter(self._entries.values())
 
-    def get(self, name: str) -> Callable[..., Any]:
-        """The builder of ``name``; an unknown name is refused with the list of known ones."""
+    def entry(self, name: str, *, also: str = "") -> Entry:
+        """The entry of ``name``, its builder not loaded (so no heavy import); an unknown name
+        is refused with the list of known ones, followed by ``also`` (other accepted forms)."""
         entry = self._entries.get(name)
         if entry is None:
-            raise ConfigError(f"unknown {self.kind} {name!r}; use {self.usages()}")
-        return entry.load()
+            raise ConfigError(f"unknown {self.kind} {name!r}; use {self.usages()}{also}")
+        return entry
+
+    def get(self, name: str) -> Callable[..., Any]:
+        """The builder of ``name``; an unknown name is refused with the list of known ones."""
+        return self.entry(name).load()

@@ -44,8 +44,5 @@ def check_arch(arch: str) -> tuple[str, ...]:
     for name in names:
         if is_auto(name):
             raise ConfigError(f"arch {arch!r}: a candidate cannot itself be auto")
-        if name not in MODELS:
-            raise ConfigError(
-                f"unknown architecture {name!r}; use {MODELS.usages()}, auto or auto:A,B,..."
-            )
+        MODELS.entry(name, also=", auto or auto:A,B,...")
     return names
