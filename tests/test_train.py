@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -597,6 +598,42 @@ except CheckpointError as exc:
     )
     assert "ERROR could not write checkpoint" in out.stdout and "free disk space" in out.stdout
     assert "retraining the candidate" not in out.stderr + out.stdout
+
+
+def test_a_full_disk_while_a_run_file_is_written_names_its_fix_and_keeps_the_old_file(
+    tmp_path: Path,
+) -> None:
+    """Every file copycat writes goes through one atomic writer: on a full disk (here a process
+    whose files may not grow past 64 KiB) it stops with an error naming the fix, the earlier
+    file whole and no temporary file left behind."""
+    import subprocess
+    import sys
+
+    card = tmp_path / "copycat.json"
+    card.write_text('{"arch": "cnn-small"}\n')
+    script = """
+import resource, signal, sys
+from copycat.errors import WriteError
+from copycat.runs import write_atomic
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails, as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, 1 << 16))
+try:
+    write_atomic(sys.argv[1], "x" * (1 << 17))
+except WriteError as exc:
+    print("ERROR", exc)
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(card)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
+    )
+    assert f"ERROR could not write {card}" in out.stdout and "free disk space" in out.stdout
+    assert card.read_text() == '{"arch": "cnn-small"}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["copycat.json"]
 
 
 def _timings(run: RunDir) -> dict[str, float]:

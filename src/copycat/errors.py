@@ -45,5 +45,10 @@ class StaleCheckpointError(CheckpointError):
     not continue this training."""
 
 
+class WriteError(CopycatError):
+    """A file could not be written (a full disk, a quota, no permission); what was written
+    before is kept whole."""
+
+
 class RunLockedError(CopycatError):
     """Another copycat process holds the run directory (it would spend the same budget)."""

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from copycat import __version__
-from copycat.errors import CopycatError, RunLockedError
+from copycat.errors import CopycatError, RunLockedError, WriteError
 from copycat.redact import redact_text
 
 
@@ -35,18 +35,26 @@ def write_atomic(path: str | Path, text: str) -> None:
 def save_atomic(path: str | Path, write: Callable[[IO[Any]], object], *, mode: str = "wb") -> None:
     """Replace ``path`` by what ``write`` writes to a file opened with ``mode``, all at once,
     through a temporary file of this writer's own: readers see the old file or the new one,
-    and two writers at the same moment each write theirs whole."""
+    and two writers at the same moment each write theirs whole. A write that fails (a full
+    disk, no permission) raises :class:`~copycat.errors.WriteError`, the old file untouched."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = ""
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise WriteError(
+                f"could not write {path} ({exc.strerror or exc}); free disk space (or make the "
+                "folder writable) and run the same command again: what was saved before is kept"
+            ) from exc
         raise
     try:  # the rename itself survives power loss once the directory is synced
         dfd = os.open(path.parent, os.O_RDONLY)
