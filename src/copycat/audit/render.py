@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from copycat.report.plots import save_figure
 from copycat.runs import write_atomic
 
 
@@ -142,8 +143,7 @@ def plot_matrix(data: dict[str, Any], path: Path) -> None:
         ax.set_title(f"budget {budget:,}")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def render_audit(data: dict[str, Any], out: Path) -> Path:

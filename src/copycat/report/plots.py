@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from copycat.runs import save_atomic
+
 
 def _plt() -> Any:
     import matplotlib
@@ -15,6 +17,14 @@ def _plt() -> Any:
     return plt
 
 
+def save_figure(fig: Any, path: Path) -> None:
+    """Write ``fig`` as a PNG at ``path``, atomically (as every file copycat writes); close it."""
+    try:
+        save_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    finally:
+        _plt().close(fig)
+
+
 def plot_histogram(hist: list[int], names: list[str], path: Path) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 3.2))
@@ -23,8 +33,7 @@ def plot_histogram(hist: list[int], names: list[str], path: Path) -> None:
     ax.set_ylabel("answers")
     ax.set_title("Labels the oracle gave to the fake dataset")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_curves(rows: list[dict[str, str]], path: Path) -> None:
@@ -40,8 +49,7 @@ def plot_curves(rows: list[dict[str, str]], path: Path) -> None:
     a2.set_ylabel("agreement with the oracle")
     a2.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_confusions(ev: dict[str, Any], path: Path) -> None:
@@ -69,8 +77,7 @@ def plot_confusions(ev: dict[str, Any], path: Path) -> None:
                         color="white" if v > max(map(max, cm)) / 2 else "black",
                     )
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_budget_curve(curve: dict[str, Any], path: Path) -> None:
@@ -92,5 +99,4 @@ def plot_budget_curve(curve: dict[str, Any], path: Path) -> None:
     ax.set_title("Budget curve")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
