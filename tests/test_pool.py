@@ -263,6 +263,35 @@ def test_npd_background_option_parses_and_refuses_with_the_fix() -> None:
         parse_npd_arg("background=grey")
 
 
+def test_a_plain_npd_pool_adds_pen_strokes_for_grey_targets_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``npd`` (with or without exclude words) draws clip-art and pen strokes for a grey
+    target, clip-art alone for a colour one; sets named outright are drawn as named."""
+    import copycat.pools.sources as sources
+
+    drawn: list[str] = []
+
+    def bank(npd_set: sources.NpdSet, *, shape: tuple[int, int, int], **_: object) -> object:
+        drawn.append(npd_set.name)
+        return sources.BankSource(npd_set.name, torch.zeros(4, *shape, dtype=torch.uint8))
+
+    monkeypatch.setattr(sources, "npd_set_source", bank)
+    cases = [
+        ("npd", (1, 28, 28), ["clipart", "strokes"]),
+        ("npd:exclude=shirt,dress", (1, 28, 28), ["clipart", "strokes"]),
+        ("npd", (3, 32, 32), ["clipart"]),
+        ("npd:sets=clipart", (1, 28, 28), ["clipart"]),
+        ("npd:sets=strokes", (3, 32, 32), ["strokes"]),
+    ]
+    for arg, shape, want in cases:
+        drawn.clear()
+        sources.build_npd(arg.removeprefix("npd").lstrip(":"), shape=shape, max_pixels=1 << 20)
+        assert drawn == want, (arg, shape)
+    with pytest.raises(DataError, match="unknown NPD set"):
+        sources.parse_npd_arg("sets=")
+
+
 def test_steals_decoding_the_same_pool_at_once_each_cache_it_whole(
     png_folder: Path,
     tmp_path: Path,
