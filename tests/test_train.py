@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -566,18 +568,12 @@ def test_a_full_disk_during_the_auto_choice_names_its_fix_and_retrains_nothing(
     """A candidate's checkpoint that cannot be written is a disk error to report, not a stale
     checkpoint to delete and retrain: a process whose files may not grow past 64 KiB (as on
     a full disk) stops at the first save with the checkpoint's own message."""
-    import os
-    import subprocess
-    import sys
-
     script = """
-import resource, signal, sys, torch
+import sys, torch
 from pathlib import Path
 from copycat.config import TrainConfig
 from copycat.errors import CheckpointError
 from copycat.train.choose import choose_arch
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails, as on a full disk
-resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, 1 << 16))
 g = torch.Generator().manual_seed(0)
 images = torch.randint(0, 256, (120, 1, 28, 28), dtype=torch.uint8, generator=g)
 labels = torch.randint(0, 10, (120,), generator=g)
@@ -587,15 +583,7 @@ try:
 except CheckpointError as exc:
     print("ERROR", exc)
 """
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
-    out = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=True,
-    )
+    out = _on_a_full_disk(script, tmp_path)
     assert "ERROR could not write checkpoint" in out.stdout and "free disk space" in out.stdout
     assert "retraining the candidate" not in out.stderr + out.stdout
 
@@ -606,34 +594,39 @@ def test_a_full_disk_while_a_run_file_is_written_names_its_fix_and_keeps_the_old
     """Every file copycat writes goes through one atomic writer: on a full disk (here a process
     whose files may not grow past 64 KiB) it stops with an error naming the fix, the earlier
     file whole and no temporary file left behind."""
-    import subprocess
-    import sys
-
     card = tmp_path / "copycat.json"
     card.write_text('{"arch": "cnn-small"}\n')
     script = """
-import resource, signal, sys
+import sys
 from copycat.errors import WriteError
 from copycat.runs import write_atomic
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails, as on a full disk
-resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, 1 << 16))
 try:
     write_atomic(sys.argv[1], "x" * (1 << 17))
 except WriteError as exc:
     print("ERROR", exc)
 """
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
-    out = subprocess.run(
-        [sys.executable, "-c", script, str(card)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=True,
-    )
+    out = _on_a_full_disk(script, card)
     assert f"ERROR could not write {card}" in out.stdout and "free disk space" in out.stdout
     assert card.read_text() == '{"arch": "cnn-small"}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["copycat.json"]
+
+
+def _on_a_full_disk(script: str, arg: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` (with ``arg`` as sys.argv[1]) in a process whose files may not grow past
+    64 KiB: a write past the limit fails there as on a full disk."""
+    limit = (
+        "import resource, signal\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, 1 << 16))\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", limit + script, str(arg)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")},
+        timeout=300,
+        check=True,
+    )
 
 
 def _timings(run: RunDir) -> dict[str, float]:
