@@ -98,8 +98,9 @@ def train_target(
     card.save(folder)
     try:
         export_onnx(model, card.input_shape, folder / ONNX_NAME)
-    except (RuntimeError, ValueError) as exc:  # torch.onnx errors derive from RuntimeError
-        # The torch: oracle needs only the safetensors and the card; onnx: is a convenience.
+    except (RuntimeError, ValueError, OSError) as exc:  # torch.onnx's derive from RuntimeError
+        # The torch: oracle needs only the safetensors and the card; onnx: is a convenience
+        # (a full disk here leaves no model.onnx, never half of one).
         # The exporter's message goes on to print the whole graph: its first line says why.
         why = next(iter(str(exc).splitlines()), type(exc).__name__)
         log.warning("no ONNX export of %s (%s); serve it as torch:%s", folder, why, folder)
