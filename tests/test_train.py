@@ -476,7 +476,6 @@ def test_a_kill_while_the_copy_is_saved_leaves_the_previous_copy_whole(
 ) -> None:
     """The copy's weights, card and metrics are replaced all at once: a failure at the moment
     of writing leaves the earlier files readable and byte for byte as they were."""
-    import os
     import shutil
 
     run = RunDir.at(tmp_path)

@@ -59,17 +59,17 @@ def semi_images(run: RunDir, cfg: ExperimentConfig) -> torch.Tensor | None:
 CHOICE_NAME = "choice.json"  # in checkpoints/: what an auto arch chose, and among which
 
 
-def _resumed_choice(run: RunDir, config: TrainConfig, *, channels: int) -> ArchChoice | None:
-    """The architecture an interrupted or finished training of an ``auto`` arch chose (its
-    ``last.pt`` names it), so that a rerun resumes it instead of choosing again. A choice made
-    among other candidates than ``config.arch`` now names is refused, naming the fix."""
+def _resumed_choice(run: RunDir, config: TrainConfig, candidates: list[str]) -> ArchChoice | None:
+    """The architecture an interrupted or finished training chose among ``candidates`` (an
+    auto arch's; none for a named arch), as its ``last.pt`` names it, so that a rerun resumes
+    it instead of choosing again. A choice made among other candidates is refused, naming the
+    fix."""
     last = run.checkpoints / "last.pt"
-    if not is_auto(config.arch) or not last.is_file():
+    if not candidates or not last.is_file():
         return None
     arch = str(load_checkpoint(last)["config"].get("arch", AUTO_ARCH))
     if is_auto(arch):
         return None
-    candidates = list(auto_candidates(config.arch, channels=channels))
     made = run.checkpoints / CHOICE_NAME
     # a run trained before choice.json was written: its choice was among the candidates if
     # the architecture it trained is one of them
@@ -87,16 +87,12 @@ def _resumed_choice(run: RunDir, config: TrainConfig, *, channels: int) -> ArchC
     return ArchChoice(arch, dict(heldout))
 
 
-def _record_choice(run: RunDir, choice: ArchChoice, *, channels: int, spec: str) -> None:
-    """Write what ``spec`` (an auto arch) chose and among which candidates, before the copy
-    trains: a rerun resumes that choice only under the same candidates."""
-    if not is_auto(spec):
+def _record_choice(run: RunDir, choice: ArchChoice, candidates: list[str]) -> None:
+    """Write what an auto arch chose among ``candidates`` (none: not auto, nothing written),
+    before the copy trains: a rerun resumes that choice only under the same candidates."""
+    if not candidates:
         return
-    record = {
-        "candidates": list(auto_candidates(spec, channels=channels)),
-        "arch": choice.arch,
-        "heldout": choice.heldout,
-    }
+    record = {"candidates": candidates, "arch": choice.arch, "heldout": choice.heldout}
     write_atomic(run.checkpoints / CHOICE_NAME, json.dumps(record, indent=2) + "\n")
 
 
@@ -127,8 +123,11 @@ def train_copycat(
     answers = data.probs if soft and data.probs is not None else data.labels
     targets = answers[tr_idx]
     shape = tuple(data.images.shape[1:])
-    channels = int(shape[0])
-    choice = _resumed_choice(run, config, channels=channels)
+    # what an auto arch chooses among for these images (none for a named one)
+    candidates = (
+        list(auto_candidates(config.arch, channels=int(shape[0]))) if is_auto(config.arch) else []
+    )
+    choice = _resumed_choice(run, config, candidates)
     if choice is None:
         choice = choose_arch(
             data.images,
@@ -139,7 +138,7 @@ def train_copycat(
             checkpoint_dir=run.checkpoints,
             on_step=on_step,
         )
-        _record_choice(run, choice, channels=channels, spec=config.arch)
+        _record_choice(run, choice, candidates)
     arch = choice.arch
     # checkpoints record the architecture trained, so a resume compares what was trained
     config = replace(config, arch=arch)
