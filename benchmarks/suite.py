@@ -28,7 +28,8 @@ import common
 
 # name -> configuration changes by section (as common.experiment takes them). Methods from the
 # attack side (query synthesis, semi-supervised training, distillation) are added here by name.
-# A "npd" section names the NPD sets the pool draws from, equally (the default: clip-art).
+# A "npd" section names the NPD sets the pool draws from, equally or by its "weights" (the
+# default: clip-art, and pen strokes beside it for grey targets).
 FILE_SETS = ("clipart", "stamps", "sprites", "photos")
 METHODS: dict[str, dict[str, dict[str, Any]]] = {
     "random": {"steal": {"selection": "random"}},
@@ -87,6 +88,15 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
     "jacobian-strokes": {
         "steal": {"selection": "jacobian"},
         "npd": {"sets": ("clipart", "strokes")},
+    },
+    # pen strokes as a quarter or a third of the pool instead of half
+    "jacobian-strokes25": {
+        "steal": {"selection": "jacobian"},
+        "npd": {"sets": ("clipart", "strokes"), "weights": (3.0, 1.0)},
+    },
+    "jacobian-strokes33": {
+        "steal": {"selection": "jacobian"},
+        "npd": {"sets": ("clipart", "strokes"), "weights": (2.0, 1.0)},
     },
     # the best 2,000-query digits recipe of the third build (with --copycat-set
     # val_fraction=0): strokes beside clip-art, synthesis from the end of the seed share
@@ -248,10 +258,11 @@ def one_case(
 
     run = work / f"{target.name}-{method}-s{seed}"
     changes = {k: dict(v) for k, v in METHODS[method].items()}
-    sets = changes.pop("npd", {}).get("sets", ())
+    npd = changes.pop("npd", {})
+    sets, weights = npd.get("sets", ()), npd.get("weights", ())
     pd = changes.pop("pd", {}).get("pool", False)
     # a "pd" method queries the target's own training images: a ceiling, not an NPD steal
-    spec = f"pd:{target.dataset}" if pd else target.npd_pool_of(sets)
+    spec = f"pd:{target.dataset}" if pd else target.npd_pool_of(sets, weights)
     changes.setdefault("pool", {})["spec"] = spec
     changes.setdefault("steal", {})["budget"] = max(budgets)
     if args.copycat_epochs:

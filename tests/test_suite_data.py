@@ -236,6 +236,29 @@ def test_procedural_sets_are_drawn_seeded_bright_on_black_and_need_no_package(
     counts = {n: names.count(n) for n in set(names)}
     assert set(counts) == {"strokes/curves", "shapes/blobs", "shapes/leaves"}
     assert 150 <= counts["strokes/curves"] <= 250  # the two sets drawn equally often
+    # weights in the order the sets are named, whatever order the sets are listed in
+    src = build_npd("sets=shapes,strokes;weights=1,3", shape=(1, 16, 16), max_pixels=10**7)
+    _, names = src.draw_named(400, torch.Generator().manual_seed(0))
+    assert 270 <= sum(n.startswith("strokes/") for n in names) <= 330  # three in four
+
+
+@pytest.mark.parametrize(
+    "arg",
+    [
+        "weights=1,2",  # no sets named
+        "sets=all;weights=1",
+        "sets=clipart,strokes;weights=1",
+        "sets=clipart,strokes;weights=1,x",
+        "sets=clipart,strokes;weights=1,0",
+        "sets=clipart,strokes;weights=1,nan",
+        "sets=clipart,clipart;weights=1,2",
+    ],
+)
+def test_npd_weights_refused_unless_one_positive_number_per_named_set(arg: str) -> None:
+    from copycat.pools.sources import parse_npd_arg
+
+    with pytest.raises(DataError, match=r"weights=.*sets=clipart,strokes;weights=3,1"):
+        parse_npd_arg(arg)
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -572,17 +573,20 @@ def npd_source(
     max_pixels: int,
     exclude: tuple[str, ...] = (),
     sets: tuple[str, ...] = (),
+    weights: tuple[float, ...] = (),
     background: Background = "black",
 ) -> BankSource | WeightedSource:
     """The built-in non-problem-domain pool: the installed sets of :data:`NPD_SETS` named in
     ``sets`` (``("all",)``: every one; none: :func:`default_npd_sets` for ``shape``), each
-    drawn from equally often. Files whose path holds a word of ``exclude`` are left out (e.g.
+    drawn from equally often, or as often as its entry of ``weights`` (one per named set, in
+    the order named). Files whose path holds a word of ``exclude`` are left out (e.g.
     ``clothing`` when the target classifies garments); objects are centred on ``background``
     (:func:`to_base`). The default is the clip-art set (with scikit-image's photos), and for
     grey targets pen strokes beside it: over the suite's validation splits the other sets
     helped some targets and hurt others (docs/suite.md)."""
     sets = sets or default_npd_sets(shape[0])
     names = {s.name for s in NPD_SETS} if "all" in sets else set(sets)
+    weight_of = dict(zip(sets, weights, strict=True)) if weights else {}
     chosen = [s for s in NPD_SETS if s.name in names]
     built = [
         src
@@ -608,20 +612,20 @@ def npd_source(
         )
     if len(built) == 1:
         return built[0]
-    return WeightedSource("npd", built, [1.0] * len(built))
+    return WeightedSource("npd", built, [weight_of.get(b.name, 1.0) for b in built])
 
 
 def parse_npd_arg(arg: str) -> dict[str, tuple[str, ...]]:
-    """``exclude=W,W``, ``sets=A,B`` and/or ``background=black|white`` joined by ``;``
-    (``npd:sets=clipart,photos``)."""
-    out: dict[str, tuple[str, ...]] = {"sets": (), "background": ("black",)}
+    """``exclude=W,W``, ``sets=A,B``, ``weights=W,W`` (with ``sets``) and/or
+    ``background=black|white`` joined by ``;`` (``npd:sets=clipart,strokes;weights=3,1``)."""
+    out: dict[str, tuple[str, ...]] = {"sets": (), "weights": (), "background": ("black",)}
     seen: set[str] = set()
     for item in filter(None, arg.split(";")):
         key, _, words = item.partition("=")
-        if key not in ("exclude", "sets", "background") or key in seen:
+        if key not in ("exclude", "sets", "weights", "background") or key in seen:
             raise DataError(
                 f"pool npd:{arg} is invalid; use npd, npd:exclude=WORD,WORD"
-                " or npd:sets=SET,SET;exclude=WORD;background=black|white"
+                " or npd:sets=SET,SET;weights=W,W;exclude=WORD;background=black|white"
             )
         seen.add(key)
         out[key] = tuple(w.strip().lower() for w in words.split(",") if w.strip())
@@ -637,7 +641,24 @@ def parse_npd_arg(arg: str) -> dict[str, tuple[str, ...]]:
             + ", ".join(n.name for n in NPD_SETS)
             + " or all"
         )
+    if "weights" in seen:
+        _check_weights(arg, out["sets"], out["weights"])
     return out
+
+
+def _check_weights(arg: str, sets: tuple[str, ...], weights: tuple[str, ...]) -> None:
+    """Refuse ``weights=`` unless it gives one positive number per set named in ``sets``."""
+    fix = "give one positive number per set named, e.g. npd:sets=clipart,strokes;weights=3,1"
+    if not sets or "all" in sets or len(weights) != len(sets) or len(set(sets)) != len(sets):
+        raise DataError(f"pool npd:{arg}: weights= needs the sets named in sets=; {fix}")
+    try:
+        numbers = [float(w) for w in weights]
+    except ValueError:
+        raise DataError(
+            f"pool npd:{arg}: weights={','.join(weights)} is not numbers; {fix}"
+        ) from None
+    if not all(math.isfinite(w) and w > 0 for w in numbers):
+        raise DataError(f"pool npd:{arg}: weights={','.join(weights)}; {fix}")
 
 
 def labelled_source(name: str, *, shape: tuple[int, int, int]) -> BankSource:
@@ -671,7 +692,8 @@ def build_npd(
     arg: str, *, shape: tuple[int, int, int], max_pixels: int
 ) -> BankSource | WeightedSource:
     """``npd``: the clip-art set, with pen strokes for grey targets (:func:`default_npd_sets`);
-    ``npd:sets=clipart,photos`` (or ``sets=all``) draws equally from those sets;
+    ``npd:sets=clipart,photos`` (or ``sets=all``) draws equally from those sets,
+    ``npd:sets=clipart,strokes;weights=3,1`` three clip-art images to one stroke image;
     ``npd:exclude=WORD,...`` leaves out files whose path holds one of the words (images of the
     target's own classes); ``npd:background=white`` centres objects on white instead of
     black."""
@@ -682,6 +704,7 @@ def build_npd(
         max_pixels=max_pixels,
         exclude=opts.get("exclude", ()),
         sets=opts["sets"],
+        weights=tuple(float(w) for w in opts["weights"]),
         background=background,
     )
 

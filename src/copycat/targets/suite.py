@@ -40,9 +40,11 @@ class SuiteTarget:
         """The ``--pool`` of an NPD steal of this target: every NPD set, less its classes."""
         return self.npd_pool_of(())
 
-    def npd_pool_of(self, sets: tuple[str, ...]) -> str:
-        """The NPD pool of only ``sets`` (the default set when empty), less the target's classes."""
+    def npd_pool_of(self, sets: tuple[str, ...], weights: tuple[float, ...] = ()) -> str:
+        """The NPD pool of only ``sets`` (the default set when empty), drawn by ``weights``
+        (equally when empty), less the target's classes."""
         parts = [f"sets={','.join(sets)}"] if sets else []
+        parts += [f"weights={','.join(f'{w:g}' for w in weights)}"] if weights else []
         parts += [f"exclude={','.join(self.exclude)}"] if self.exclude else []
         return "npd" + (":" + ";".join(parts) if parts else "")
 
