@@ -610,6 +610,22 @@ except WriteError as exc:
     assert [p.name for p in tmp_path.iterdir()] == ["copycat.json"]
 
 
+def test_a_file_written_atomically_has_the_permissions_a_plain_write_gives(
+    tmp_path: Path,
+) -> None:
+    """A new file gets the umask's permissions (not the temporary file's private 0600), and a
+    replaced file keeps its own."""
+    from copycat.runs import write_atomic
+
+    plain, atomic = tmp_path / "plain.json", tmp_path / "atomic.json"
+    plain.write_text("{}")
+    write_atomic(atomic, "{}")
+    assert atomic.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+    atomic.chmod(0o640)
+    write_atomic(atomic, '{"again": 1}')
+    assert atomic.stat().st_mode & 0o777 == 0o640 and atomic.read_text() == '{"again": 1}'
+
+
 def _on_a_full_disk(script: str, arg: Path) -> subprocess.CompletedProcess[str]:
     """Run ``script`` (with ``arg`` as sys.argv[1]) in a process whose files may not grow past
     64 KiB: a write past the limit fails there as on a full disk."""

@@ -27,6 +27,25 @@ from copycat.errors import CopycatError, RunLockedError, WriteError
 from copycat.redact import redact_text
 
 
+def _read_umask() -> int:
+    """The process's umask, read once at import (setting it back at once; no file is made)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
+def _mode_for(path: Path) -> int:
+    """The permissions a replaced file keeps, or those a plain ``open`` gives a new one (a
+    temporary file is made private, 0600, and would otherwise pass that on)."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_UMASK
+
+
 def write_atomic(path: str | Path, text: str) -> None:
     """Replace ``path`` by ``text`` all at once: readers see the old file or the new one."""
     save_atomic(path, lambda f: f.write(text), mode="w")
@@ -35,13 +54,16 @@ def write_atomic(path: str | Path, text: str) -> None:
 def save_atomic(path: str | Path, write: Callable[[IO[Any]], object], *, mode: str = "wb") -> None:
     """Replace ``path`` by what ``write`` writes to a file opened with ``mode``, all at once,
     through a temporary file of this writer's own: readers see the old file or the new one,
-    and two writers at the same moment each write theirs whole. A write that fails (a full
-    disk, no permission) raises :class:`~copycat.errors.WriteError`, the old file untouched."""
+    and two writers at the same moment each write theirs whole. The file keeps its
+    permissions, or a new one gets the umask's, as with a plain write. A write that fails (a
+    full disk, no permission) raises :class:`~copycat.errors.WriteError`, the old file
+    untouched."""
     path = Path(path)
     tmp = ""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, _mode_for(path))
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
