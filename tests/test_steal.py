@@ -82,6 +82,29 @@ def test_resuming_against_another_oracle_is_refused(victim: TorchOracle, tmp_pat
         steal(restrict(victim, "probs"), _pool(), store, config=StealConfig(budget=20))
 
 
+def test_a_steal_resumed_from_another_pool_says_so(
+    victim: TorchOracle, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store records what the answers were drawn from, sets and shares included; a resume
+    that draws from another mix (a changed default, other weights) keeps both and says so."""
+    path, even, skewed = (
+        tmp_path / "answers.sqlite",
+        "npd:sets=strokes,shapes",
+        "npd:sets=strokes,shapes;weights=3,1",
+    )
+    with caplog.at_level("WARNING"), AnswerStore(path) as store:
+        steal(LabelOnly(victim), _pool(spec=even), store, config=StealConfig(budget=10))
+        steal(LabelOnly(victim), _pool(spec=even), store, config=StealConfig(budget=20))
+        assert "drawn from" not in caplog.text  # the same pool: nothing to say
+        assert "[strokes 50%, shapes 50%]" in store.meta()["pool"]
+        steal(LabelOnly(victim), _pool(spec=skewed), store, config=StealConfig(budget=30))
+        assert store.count() == 30 and "[strokes 75%, shapes 25%]" in store.meta()["pool"]
+    assert "the 20 answers stored were drawn from npd:sets=strokes,shapes [strokes 50%" in (
+        caplog.text
+    )
+    assert "this run draws from npd:sets=strokes,shapes;weights=3,1 [strokes 75%" in caplog.text
+
+
 def test_store_keeps_exact_images_and_probs(victim: TorchOracle, tmp_path: Path) -> None:
     oracle = RecordingOracle(victim)  # probabilities exposed
     with AnswerStore(tmp_path / "a.sqlite") as store:

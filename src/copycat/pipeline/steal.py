@@ -140,9 +140,7 @@ def steal_plan(
             store.check_oracle(oracle.fingerprint)  # the steal itself would refuse it
             answered = store.count()
     would_send = max(0, cfg.steal.budget - answered)
-    weights = list(pool.weights)
-    total_w = sum(weights) or 1.0
-    sources = [f"{s.name} ({w / total_w:.0%})" for s, w in zip(pool.sources, weights, strict=True)]
+    sources = [f"{name} ({share:.0%})" for name, share in pool.shares()]
     batch = int(getattr(getattr(oracle, "config", None), "request_batch", 0) or 0)
     return StealPlan(
         would_send=would_send,

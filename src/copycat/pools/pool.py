@@ -14,7 +14,7 @@ import threading
 from collections import Counter
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 import torch
 
@@ -36,6 +36,13 @@ class Source(Protocol):
     # n images, and the name of each: the source's, or the source's and the image's group
     def draw_named(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, list[str]]: ...
     def reset(self) -> None: ...  # forget the draw order: a new stream starts afresh
+
+
+@runtime_checkable
+class Mixture(Source, Protocol):
+    """A source that draws from several sets by fixed shares (``npd``'s sets)."""
+
+    def shares(self) -> list[tuple[str, float]]: ...
 
 
 def total_skipped(sources: Iterable[Source]) -> Counter[str]:
@@ -74,9 +81,22 @@ class Pool:
         self.seed = seed
         self.spec = spec
 
+    def shares(self) -> list[tuple[str, float]]:
+        """Each source's share of the images drawn, the sets of ``npd`` each on its own."""
+        total = sum(self.weights) or 1.0
+        out: list[tuple[str, float]] = []
+        for src, w in zip(self.sources, self.weights, strict=True):
+            inner = src.shares() if isinstance(src, Mixture) else [(src.name, 1.0)]
+            out += [(name, w / total * share) for name, share in inner]
+        return out
+
     def describe(self) -> str:
+        """The spec, what it draws from (when more than one set), the seed and augmentation:
+        recorded with the answers, so a resumed steal can tell the pool has changed."""
         aug = "augmented" if self.augment.enabled else "not augmented"
-        return f"{self.spec} (seed {self.seed}, {aug})"
+        parts = self.shares()
+        mix = f" [{', '.join(f'{n} {s:.0%}' for n, s in parts)}]" if len(parts) > 1 else ""
+        return f"{self.spec}{mix} (seed {self.seed}, {aug})"
 
     @property
     def skipped(self) -> Counter[str]:

@@ -550,6 +550,10 @@ class WeightedSource:
     def skipped(self) -> Counter[str]:
         return total_skipped(self.sources)
 
+    def shares(self) -> list[tuple[str, float]]:
+        total = float(self.weights.sum())
+        return [(s.name, float(w) / total) for s, w in zip(self.sources, self.weights, strict=True)]
+
     def reset(self) -> None:
         for s in self.sources:
             s.reset()

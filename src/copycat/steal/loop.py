@@ -169,6 +169,16 @@ def steal(
     if killed:
         log.warning("%d images were in flight when an earlier run died: counted as billed", killed)
     billed_start = store.billed()
+    drawn_before = store.meta().get("pool")
+    if drawn_before not in (None, pool.describe()) and store.count():
+        log.warning(
+            "the %d answers stored were drawn from %s; this run draws from %s. Both are "
+            "kept. To draw as before, give that pool, seed and augmentation (its sets and "
+            "weights as npd:sets=A,B;weights=W,W); for one pool only, use a new --run-dir",
+            store.count(),
+            drawn_before,
+            pool.describe(),
+        )
     store.bind(
         fingerprint=oracle.fingerprint,
         input_shape=oracle.input_shape,
