@@ -266,8 +266,9 @@ def test_npd_background_option_parses_and_refuses_with_the_fix() -> None:
 def test_a_plain_npd_pool_adds_pen_strokes_for_grey_targets_only(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """``npd`` (with or without exclude words) draws clip-art and pen strokes for a grey
-    target, clip-art alone for a colour one; sets named outright are drawn as named."""
+    """``npd`` (with or without exclude words) draws clip-art and pen strokes, half the pool
+    each, for a grey target, clip-art alone for a colour one; sets named outright are drawn as
+    named."""
     import copycat.pools.sources as sources
 
     drawn: list[str] = []
@@ -286,8 +287,13 @@ def test_a_plain_npd_pool_adds_pen_strokes_for_grey_targets_only(
     ]
     for arg, shape, want in cases:
         drawn.clear()
-        sources.build_npd(arg.removeprefix("npd").lstrip(":"), shape=shape, max_pixels=1 << 20)
+        src = sources.build_npd(
+            arg.removeprefix("npd").lstrip(":"), shape=shape, max_pixels=1 << 20
+        )
         assert drawn == want, (arg, shape)
+        if len(want) > 1:  # pen strokes half of a grey target's default pool
+            assert isinstance(src, sources.WeightedSource)
+            assert src.shares() == [("clipart", 0.5), ("strokes", 0.5)], arg
     with pytest.raises(DataError, match="unknown NPD set"):
         sources.parse_npd_arg("sets=")
 
