@@ -92,14 +92,12 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
         "steal": {"selection": "jacobian"},
         "npd": {"sets": ("clipart", "strokes")},
     },
-    # pen strokes as a quarter or a third of the pool instead of half
+    # the default on clip-art alone (a grey target's default pool before e17ee3a)
+    "jacobian-clipart": {"steal": {"selection": "jacobian"}, "npd": {"sets": ("clipart",)}},
+    # pen strokes as a quarter of the pool instead of half
     "jacobian-strokes25": {
         "steal": {"selection": "jacobian"},
         "npd": {"sets": ("clipart", "strokes"), "weights": (3.0, 1.0)},
-    },
-    "jacobian-strokes33": {
-        "steal": {"selection": "jacobian"},
-        "npd": {"sets": ("clipart", "strokes"), "weights": (2.0, 1.0)},
     },
     # the best 2,000-query digits recipe of the third build (with --copycat-set
     # val_fraction=0): strokes beside clip-art, synthesis from the end of the seed share
