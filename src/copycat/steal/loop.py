@@ -169,24 +169,23 @@ def steal(
     if killed:
         log.warning("%d images were in flight when an earlier run died: counted as billed", killed)
     billed_start = store.billed()
-    drawn_before = store.meta().get("pool")
-    if drawn_before not in (None, pool.describe()) and store.count():
-        log.warning(
-            "the %d answers stored were drawn from %s; this run draws from %s. Both are "
-            "kept. To draw as before, give that pool, seed and augmentation (its sets and "
-            "weights as npd:sets=A,B;weights=W,W); for one pool only, use a new --run-dir",
-            store.count(),
-            drawn_before,
-            pool.describe(),
-        )
+    start, drawn_before, drawn_now = store.count(), store.meta().get("pool"), pool.describe()
     store.bind(
         fingerprint=oracle.fingerprint,
         input_shape=oracle.input_shape,
         num_classes=k,
-        pool=pool.describe(),
+        pool=drawn_now,
         budget=config.budget,
     )
-    start = store.count()
+    if start and drawn_before not in (None, drawn_now):
+        log.warning(
+            "the %d answers stored were drawn from %s; this run draws from %s. Both are "
+            "kept. To draw as before, give that pool, seed and augmentation (its sets and "
+            "weights as npd:sets=A,B;weights=W,W); for one pool only, use a new --run-dir",
+            start,
+            drawn_before,
+            drawn_now,
+        )
     st = _Progress(start=start, remaining=config.budget - start, hist=store.label_histogram(k))
     t0 = time.perf_counter()
     over = selector.oversample if selector is not None else 1
