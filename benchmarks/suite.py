@@ -94,6 +94,9 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
     },
     # the default on clip-art alone (a grey target's default pool before e17ee3a)
     "jacobian-clipart": {"steal": {"selection": "jacobian"}, "npd": {"sets": ("clipart",)}},
+    # the default with its sets' shares moved toward the set whose answers give the rare
+    # classes (steal.set_weights = "yield")
+    "jacobian-yield": {"steal": {"selection": "jacobian", "set_weights": "yield"}},
     # pen strokes as a quarter of the pool instead of half
     "jacobian-strokes25": {
         "steal": {"selection": "jacobian"},

@@ -14,7 +14,14 @@ from copycat.oracles.outputs import LabelOnly
 from copycat.pools.pool import build_pool
 from copycat.pools.sources import BankSource
 from copycat.steal.loop import steal
-from copycat.steal.selection import BalancedSelector, pick_balanced, quotas
+from copycat.steal.selection import (
+    BalancedSelector,
+    draw_by_set,
+    pick_balanced,
+    quotas,
+    set_shares,
+    thin_by_set,
+)
 from copycat.steal.store import AnswerStore
 from copycat.steal.synthesis import JacobianSelector
 
@@ -150,3 +157,51 @@ def test_the_interim_copycat_of_an_auto_arch_stays_small_on_colour_images() -> N
         assert sel.model is not None
         want = init_model(expect, images, num_classes=9, seed=0).state_dict()
         assert sel.model.state_dict().keys() == want.keys(), arch
+
+
+def test_set_shares_follow_each_sets_rare_class_yield() -> None:
+    # set A answers class 0 only; set B the nine other classes, all of them rare
+    rows = [(0, "a/x")] * 300 + [(1 + i % 9, "b") for i in range(100)]
+    shares = set_shares(rows, 10, warmup=100)
+    assert shares is not None and shares["b"] > 0.9 > 0.1 > shares["a"] >= 0.05
+    assert set_shares(rows[:99], 10, warmup=100) is None  # still warming up: the pool's mix
+    assert set_shares([(0, "a")] * 300, 10, warmup=100) is None  # one set: nothing to weigh
+    # synthesized images count for the set they were made from
+    assert set_shares([(s, src + "+jacobian") for s, src in rows], 10, warmup=100) == shares
+
+
+def test_draw_and_thin_by_set_keep_pool_order_within_each_set() -> None:
+    sources = ("a",) * 6 + ("b",) * 6
+    idx = draw_by_set(sources, 4, {"a": 0.25, "b": 0.75})
+    assert idx.tolist() == [0, 6, 7, 8]
+    assert draw_by_set(sources[:7], 4, {"a": 0.25, "b": 0.75}).tolist() == [0, 1, 2, 6]
+    assert thin_by_set(sources, {"a": 0.25, "b": 0.75}).tolist() == [0, 1, 6, 7, 8, 9, 10, 11]
+
+
+def test_set_weights_yield_draws_more_of_the_set_that_gives_rare_classes(
+    victim: TorchOracle, tmp_path: Path
+) -> None:
+    """Two sets: three images in four come from one that the victim answers with class 0
+    alone; the other gives the nine rare classes. Weighting the sets by their yield sends far
+    more of the second, in the random seed share and after it, and evens out the labels."""
+    images, labels = rule_images(4000, 11)
+    common, rare = images[labels == 0], images[labels != 0]
+    train = TrainConfig(arch="cnn-tiny", epochs=1, batch_size=50, device="cpu")
+    got = {}
+    for weights in ("pool", "yield"):
+        cfg = StealConfig(budget=600, batch_size=50, selection="balanced", set_weights=weights)
+        pool = build_pool(PoolConfig(spec="noise"), shape=SHAPE)
+        pool.sources, pool.weights = (
+            [BankSource("common", common), BankSource("rare", rare)],
+            [3, 1],
+        )
+        selector = BalancedSelector(config=cfg, train=train, num_classes=10, interim_epochs=1)
+        with AnswerStore(tmp_path / f"{weights}.sqlite") as store:
+            steal(LabelOnly(victim), pool, store, config=cfg, selector=selector)
+            assert store.count() == 600
+            rows = store.labels_and_sources()
+            hist = torch.tensor(store.label_histogram(10)).float()
+        seed_rare = sum(src == "rare" for _, src in rows[:300]) / 300
+        got[weights] = (seed_rare, hist.std())
+    assert got["pool"][0] < 0.35 and got["yield"][0] > 0.55
+    assert got["yield"][1] < got["pool"][1]

@@ -141,6 +141,12 @@ class StealConfig:
     synth_from: int = 5_000
     # hard cap on images that may be billed (retries and every run included); None: no cap
     max_billed: int | None = None
+    # How the pool's NPD sets share the queries: "pool" as the pool's weights draw them;
+    # "yield" by each set's rare-class yield in the answers so far (the share of its answers
+    # whose class is under half its fair share), so the set that gives the copy's rare classes
+    # is drawn more (copycat.steal.selection.set_shares; docs/suite.md, "Which set gives the
+    # rare classes")
+    set_weights: str = "pool"
 
     def __post_init__(self) -> None:
         _check(self.budget >= 1, "steal.budget", self.budget, "an integer >= 1")
@@ -191,6 +197,12 @@ class StealConfig:
             "steal.synth_confidence",
             self.synth_confidence,
             "[0, 1): 0 stops a push at the top label",
+        )
+        _check(
+            self.set_weights in ("pool", "yield"),
+            "steal.set_weights",
+            self.set_weights,
+            '"pool" or "yield"',
         )
 
 

@@ -15,6 +15,7 @@ balanced pick adds once it is active: after the seed share, the bandit's draw is
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter
 from typing import Any
@@ -24,6 +25,8 @@ import torch
 from copycat.pools.pool import Candidates
 from copycat.steal.selection import InterimSelector, pick_balanced
 from copycat.steal.store import AnswerStore
+
+log = logging.getLogger(__name__)
 
 
 class AdaptiveSelector(InterimSelector):
@@ -38,6 +41,11 @@ class AdaptiveSelector(InterimSelector):
         **kw: Any,
     ) -> None:
         super().__init__(**kw)
+        if self.set_yield:
+            log.warning(
+                "steal.set_weights = 'yield' is not used by the adaptive selection, whose "
+                "bandit weighs the pool's groups itself; use jacobian or balanced with it"
+            )
         self.lr = lr
         self.explore = explore
         self.narrow = narrow

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 
 import torch
 
@@ -71,6 +72,75 @@ def pick_balanced(probs: torch.Tensor, hist: torch.Tensor, k: int) -> torch.Tens
     return torch.tensor(chosen, dtype=torch.int64)
 
 
+def set_of(source: str) -> str:
+    """The NPD set (or source) an answer came from: ``clipart/animals+jacobian`` -> ``clipart``."""
+    return source.split("+", 1)[0].split("/", 1)[0]
+
+
+# set_weights = "yield": answers read before the sets' shares move from the pool's own (at
+# most; a quarter of the seed share on small budgets), how far a set's weight follows its
+# yield (weight = yield ** power), and the share every set keeps
+YIELD_WARMUP = 256
+YIELD_POWER = 2.0
+YIELD_FLOOR = 0.1
+
+
+def set_shares(
+    rows: list[tuple[int, str]], num_classes: int, *, warmup: int = YIELD_WARMUP
+) -> dict[str, float] | None:
+    """Each set's share of the next queries from its rare-class yield in ``rows`` (label,
+    source): a class is rare when it holds under half its fair share (``1/K``) of the answers,
+    and a set's yield is the share of its answers in a rare class (add-one smoothed). Shares go
+    as yield squared, each set keeping ``YIELD_FLOOR / len(sets)``. None until ``warmup``
+    answers are in, or with a single set: draw as the pool does."""
+    if len(rows) < max(1, warmup):
+        return None
+    hist = torch.bincount(torch.tensor([label for label, _ in rows]), minlength=num_classes)
+    rare = (hist < 0.5 * len(rows) / num_classes).tolist()
+    n: dict[str, int] = {}
+    hits: dict[str, int] = {}
+    for label, source in rows:
+        name = set_of(source)
+        n[name] = n.get(name, 0) + 1
+        hits[name] = hits.get(name, 0) + int(0 <= label < num_classes and rare[label])
+    if len(n) < 2:
+        return None
+    w = {name: ((hits[name] + 1) / (n[name] + 2)) ** YIELD_POWER for name in n}
+    total = sum(w.values())
+    return {name: (1 - YIELD_FLOOR) * v / total + YIELD_FLOOR / len(w) for name, v in w.items()}
+
+
+def draw_by_set(sources: tuple[str, ...], k: int, shares: dict[str, float]) -> torch.Tensor:
+    """``k`` positions of ``sources`` (in pool order, so random) with each set's count as near
+    its share as the candidates allow; a set the answers have not shown yet counts as the
+    average one."""
+    by_set: dict[str, list[int]] = {}
+    for i, src in enumerate(sources):
+        by_set.setdefault(set_of(src), []).append(i)
+    default = 1.0 / max(1, len(shares))
+    w = {name: shares.get(name, default) for name in by_set}
+    total = sum(w.values())
+    want = {name: min(len(idx), int(k * w[name] / total)) for name, idx in by_set.items()}
+    chosen = [i for name, idx in by_set.items() for i in idx[: want[name]]]
+    if len(chosen) < k:  # rounding, or a set with too few candidates: fill in pool order
+        taken = set(chosen)
+        chosen += [i for i in range(len(sources)) if i not in taken][: k - len(chosen)]
+    return torch.tensor(sorted(chosen[:k]), dtype=torch.int64)
+
+
+def thin_by_set(sources: tuple[str, ...], shares: dict[str, float]) -> torch.Tensor:
+    """Positions of ``sources`` kept so that each set's candidates stand to the others as their
+    shares do: all of the highest-share set's, the first ``share / highest`` of each other's."""
+    by_set: dict[str, list[int]] = {}
+    for i, src in enumerate(sources):
+        by_set.setdefault(set_of(src), []).append(i)
+    default = 1.0 / max(1, len(shares))
+    w = {name: shares.get(name, default) for name in by_set}
+    top = max(w.values())
+    kept = [i for name, idx in by_set.items() for i in idx[: math.ceil(len(idx) * w[name] / top)]]
+    return torch.tensor(sorted(kept), dtype=torch.int64)
+
+
 class InterimSelector:
     """The seed share (pool order), then picks made with an interim copycat refitted on a
     schedule. Subclasses override :meth:`pick` and, to make candidates the pool alone does not
@@ -108,6 +178,7 @@ class InterimSelector:
         self.model: Classifier | None = None
         self.data: FakeDataset | None = None  # the answers the interim copycat was fitted on
         self.gen = torch.Generator().manual_seed(train.seed + 7919)
+        self.set_yield = config.set_weights == "yield"
         share = config.seed_fraction if seed_fraction is None else seed_fraction
         seed = int(config.budget * share)
         if config.seed_max is not None:
@@ -144,7 +215,8 @@ class InterimSelector:
         return resolve_device(self.train.device)
 
     def active(self, answered: int) -> bool:
-        return answered >= self.seed_count
+        # weighting the sets by yield draws the seed share from oversampled candidates too
+        return self.set_yield or answered >= self.seed_count
 
     def synthesize(self, cand: Candidates, store: AnswerStore) -> Candidates:
         """Extra candidates made from ``cand`` (and the answers); the base adds none."""
@@ -152,10 +224,23 @@ class InterimSelector:
 
     def __call__(self, cand: Candidates, k: int, store: AnswerStore) -> torch.Tensor:
         answered = store.count()
-        if answered < self.seed_count:
-            return torch.arange(k)  # random seed share: pool order
+        shares = None
+        if self.set_yield:  # from the seed share's answers: the picks after it aim at rare classes
+            rows = store.labels_and_sources()[: self.seed_count]
+            warmup = min(YIELD_WARMUP, self.seed_count // 4)
+            shares = set_shares(rows, self.num_classes, warmup=warmup)
+        if answered < self.seed_count:  # random seed share: pool order
+            return torch.arange(k) if shares is None else draw_by_set(cand.sources, k, shares)
         self.ready(store)
-        return self.pick(cand, k, store)
+        if shares is None:
+            return self.pick(cand, k, store)
+        keep = thin_by_set(cand.sources, shares)
+        if len(keep) < k:
+            keep = torch.arange(len(cand.sources))
+        sub = Candidates(
+            images=cand.images[keep], sources=tuple(cand.sources[i] for i in keep.tolist())
+        )
+        return keep[self.pick(sub, k, store)]
 
     def pick(self, cand: Candidates, k: int, store: AnswerStore) -> torch.Tensor:
         """Indices (k,) int64 of ``cand`` to send: the label-aware (balanced) pick."""
