@@ -142,10 +142,11 @@ class StealConfig:
     # hard cap on images that may be billed (retries and every run included); None: no cap
     max_billed: int | None = None
     # How the pool's NPD sets share the queries: "pool" as the pool's weights draw them;
-    # "yield" by each set's rare-class yield in the answers so far (the share of its answers
-    # whose class is under half its fair share), so the set that gives the copy's rare classes
-    # is drawn more (copycat.steal.selection.set_shares; docs/suite.md, "Which set gives the
-    # rare classes")
+    # "yield" by each set's rare-class yield in the seed share's answers (the share of its
+    # answers whose class is under half its fair share), so the set that gives rare classes
+    # is drawn more (copycat.steal.selection.set_shares). Not the default: level on digits at
+    # 2,000 queries, behind on Fashion-MNIST at 5,000 on every seed (docs/suite.md, "Which set
+    # gives the rare classes")
     set_weights: str = "pool"
 
     def __post_init__(self) -> None:

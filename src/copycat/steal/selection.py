@@ -95,7 +95,8 @@ def set_shares(
     answers are in, or with a single set: draw as the pool does."""
     if len(rows) < max(1, warmup):
         return None
-    hist = torch.bincount(torch.tensor([label for label, _ in rows]), minlength=num_classes)
+    labels = [label for label, _ in rows if 0 <= label < num_classes]
+    hist = torch.bincount(torch.tensor(labels, dtype=torch.int64), minlength=num_classes)
     rare = (hist < 0.5 * len(rows) / num_classes).tolist()
     n: dict[str, int] = {}
     hits: dict[str, int] = {}
@@ -110,15 +111,22 @@ def set_shares(
     return {name: (1 - YIELD_FLOOR) * v / total + YIELD_FLOOR / len(w) for name, v in w.items()}
 
 
-def draw_by_set(sources: tuple[str, ...], k: int, shares: dict[str, float]) -> torch.Tensor:
-    """``k`` positions of ``sources`` (in pool order, so random) with each set's count as near
-    its share as the candidates allow; a set the answers have not shown yet counts as the
-    average one."""
+def _by_set(
+    sources: tuple[str, ...], shares: dict[str, float]
+) -> tuple[dict[str, list[int]], dict[str, float]]:
+    """Positions of ``sources`` by set, in pool order, and each set's share (a set the answers
+    have not shown yet counts as the average one)."""
     by_set: dict[str, list[int]] = {}
     for i, src in enumerate(sources):
         by_set.setdefault(set_of(src), []).append(i)
     default = 1.0 / max(1, len(shares))
-    w = {name: shares.get(name, default) for name in by_set}
+    return by_set, {name: shares.get(name, default) for name in by_set}
+
+
+def draw_by_set(sources: tuple[str, ...], k: int, shares: dict[str, float]) -> torch.Tensor:
+    """``k`` positions of ``sources`` (in pool order, so random) with each set's count as near
+    its share as the candidates allow."""
+    by_set, w = _by_set(sources, shares)
     total = sum(w.values())
     want = {name: min(len(idx), int(k * w[name] / total)) for name, idx in by_set.items()}
     chosen = [i for name, idx in by_set.items() for i in idx[: want[name]]]
@@ -131,11 +139,7 @@ def draw_by_set(sources: tuple[str, ...], k: int, shares: dict[str, float]) -> t
 def thin_by_set(sources: tuple[str, ...], shares: dict[str, float]) -> torch.Tensor:
     """Positions of ``sources`` kept so that each set's candidates stand to the others as their
     shares do: all of the highest-share set's, the first ``share / highest`` of each other's."""
-    by_set: dict[str, list[int]] = {}
-    for i, src in enumerate(sources):
-        by_set.setdefault(set_of(src), []).append(i)
-    default = 1.0 / max(1, len(shares))
-    w = {name: shares.get(name, default) for name in by_set}
+    by_set, w = _by_set(sources, shares)
     top = max(w.values())
     kept = [i for name, idx in by_set.items() for i in idx[: math.ceil(len(idx) * w[name] / top)]]
     return torch.tensor(sorted(kept), dtype=torch.int64)
