@@ -57,10 +57,11 @@ def yields(store: AnswerStore, *, first: int, rare: float) -> tuple[list[int], d
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     rows, wins = [], defaultdict(Counter)
-    for path in args.stores:
+    for path in dict.fromkeys(p.resolve() for p in args.stores):  # each store once
         if not path.is_file():
             raise SystemExit(f"{path}: no such store; give the answers.sqlite of a run directory")
-        rare_classes, per_set = yields(AnswerStore(path), first=args.first, rare=args.rare)
+        with AnswerStore(path) as store:
+            rare_classes, per_set = yields(store, first=args.first, rare=args.rare)
         run = path.parent.name
         case = re.sub(r"-s\d+$", "", run)
         y = {s: c["rare"] / c["n"] for s, c in per_set.items()}

@@ -183,7 +183,7 @@ def test_set_weights_yield_draws_more_of_the_set_that_gives_rare_classes(
 ) -> None:
     """Two sets: three images in four come from one that the victim answers with class 0
     alone; the other gives the nine rare classes. Weighting the sets by their yield sends far
-    more of the second, in the random seed share and after it, and evens out the labels."""
+    more of the second in the random seed share, and the labels come out more even."""
     images, labels = rule_images(4000, 11)
     common, rare = images[labels == 0], images[labels != 0]
     train = TrainConfig(arch="cnn-tiny", epochs=1, batch_size=50, device="cpu")
