@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
-from copycat.steal.selection import set_of
+from copycat.steal.selection import rare_yields
 from copycat.steal.store import AnswerStore
 
 
@@ -39,21 +39,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def yields(store: AnswerStore, *, first: int, rare: float) -> tuple[list[int], dict[str, Counter]]:
-    """The rare classes of the first ``first`` answers, and per set how many answers it gave
-    (``n``) and how many of them were of a rare class (``rare``)."""
-    k = int(store.meta()["num_classes"])
-    rows = store.labels_and_sources()[:first]
-    hist = Counter(label for label, _ in rows)
-    rare_classes = [c for c in range(k) if hist[c] < rare * len(rows) / k]
-    per_set: dict[str, Counter] = defaultdict(Counter)
-    for label, source in rows:
-        s = per_set[set_of(source)]
-        s["n"] += 1
-        s["rare"] += label in rare_classes
-    return rare_classes, per_set
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     rows, wins = [], defaultdict(Counter)
@@ -61,13 +46,15 @@ def main(argv: list[str] | None = None) -> None:
         if not path.is_file():
             raise SystemExit(f"{path}: no such store; give the answers.sqlite of a run directory")
         with AnswerStore(path) as store:
-            rare_classes, per_set = yields(store, first=args.first, rare=args.rare)
+            k = int(store.meta()["num_classes"])
+            first = store.labels_and_sources()[: args.first]
+        rare_classes, per_set = rare_yields(first, k, rare=args.rare)
         run = path.parent.name
         case = re.sub(r"-s\d+$", "", run)
-        y = {s: c["rare"] / c["n"] for s, c in per_set.items()}
+        y = {s: hits / n for s, (n, hits) in per_set.items()}
         best = max(y, key=lambda s: y[s]) if len(y) > 1 else "-"
         wins[case][best] += 1
-        cells = ", ".join(f"{s} {per_set[s]['n']} / {y[s]:.3f}" for s in sorted(y))
+        cells = ", ".join(f"{s} {per_set[s][0]} / {y[s]:.3f}" for s in sorted(y))
         rows.append([run, " ".join(map(str, rare_classes)), cells, best])
     print(common.md_table(["store", "rare classes", "set: answers / rare yield", "higher"], rows))
     print()

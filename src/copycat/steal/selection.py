@@ -85,6 +85,21 @@ YIELD_POWER = 2.0
 YIELD_FLOOR = 0.1
 
 
+def rare_yields(
+    rows: list[tuple[int, str]], num_classes: int, *, rare: float = 0.5
+) -> tuple[list[int], dict[str, tuple[int, int]]]:
+    """The rare classes of ``rows`` (label, source: those holding under ``rare`` of their fair
+    share, ``1/K``, of the answers), and per set its answers and how many are of a rare class."""
+    labels = [label for label, _ in rows if 0 <= label < num_classes]
+    hist = torch.bincount(torch.tensor(labels, dtype=torch.int64), minlength=num_classes)
+    rare_classes = [c for c in range(num_classes) if hist[c] < rare * len(rows) / num_classes]
+    counts: dict[str, tuple[int, int]] = {}
+    for label, source in rows:
+        n, hits = counts.get(set_of(source), (0, 0))
+        counts[set_of(source)] = (n + 1, hits + int(label in rare_classes))
+    return rare_classes, counts
+
+
 def set_shares(
     rows: list[tuple[int, str]], num_classes: int, *, warmup: int = YIELD_WARMUP
 ) -> dict[str, float] | None:
@@ -95,18 +110,10 @@ def set_shares(
     answers are in, or with a single set: draw as the pool does."""
     if len(rows) < max(1, warmup):
         return None
-    labels = [label for label, _ in rows if 0 <= label < num_classes]
-    hist = torch.bincount(torch.tensor(labels, dtype=torch.int64), minlength=num_classes)
-    rare = (hist < 0.5 * len(rows) / num_classes).tolist()
-    n: dict[str, int] = {}
-    hits: dict[str, int] = {}
-    for label, source in rows:
-        name = set_of(source)
-        n[name] = n.get(name, 0) + 1
-        hits[name] = hits.get(name, 0) + int(0 <= label < num_classes and rare[label])
-    if len(n) < 2:
+    _, counts = rare_yields(rows, num_classes)
+    if len(counts) < 2:
         return None
-    w = {name: ((hits[name] + 1) / (n[name] + 2)) ** YIELD_POWER for name in n}
+    w = {name: ((hits + 1) / (n + 2)) ** YIELD_POWER for name, (n, hits) in counts.items()}
     total = sum(w.values())
     return {name: (1 - YIELD_FLOOR) * v / total + YIELD_FLOOR / len(w) for name, v in w.items()}
 
@@ -183,6 +190,8 @@ class InterimSelector:
         self.data: FakeDataset | None = None  # the answers the interim copycat was fitted on
         self.gen = torch.Generator().manual_seed(train.seed + 7919)
         self.set_yield = config.set_weights == "yield"
+        # the sets' shares once the seed share is complete: its answers no longer change
+        self._seed_shares: tuple[dict[str, float] | None] | None = None
         share = config.seed_fraction if seed_fraction is None else seed_fraction
         seed = int(config.budget * share)
         if config.seed_max is not None:
@@ -228,11 +237,7 @@ class InterimSelector:
 
     def __call__(self, cand: Candidates, k: int, store: AnswerStore) -> torch.Tensor:
         answered = store.count()
-        shares = None
-        if self.set_yield:  # from the seed share's answers: the picks after it aim at rare classes
-            rows = store.labels_and_sources()[: self.seed_count]
-            warmup = min(YIELD_WARMUP, self.seed_count // 4)
-            shares = set_shares(rows, self.num_classes, warmup=warmup)
+        shares = self._shares(store, answered) if self.set_yield else None
         if answered < self.seed_count:  # random seed share: pool order
             return torch.arange(k) if shares is None else draw_by_set(cand.sources, k, shares)
         self.ready(store)
@@ -245,6 +250,18 @@ class InterimSelector:
             images=cand.images[keep], sources=tuple(cand.sources[i] for i in keep.tolist())
         )
         return keep[self.pick(sub, k, store)]
+
+    def _shares(self, store: AnswerStore, answered: int) -> dict[str, float] | None:
+        """The sets' shares from the seed share's answers (the picks after it aim at rare
+        classes), read once more per batch until the seed share is complete, then kept."""
+        if self._seed_shares is not None:
+            return self._seed_shares[0]
+        rows = store.labels_and_sources()[: self.seed_count]
+        warmup = min(YIELD_WARMUP, self.seed_count // 4)
+        shares = set_shares(rows, self.num_classes, warmup=warmup)
+        if answered >= self.seed_count:
+            self._seed_shares = (shares,)
+        return shares
 
     def pick(self, cand: Candidates, k: int, store: AnswerStore) -> torch.Tensor:
         """Indices (k,) int64 of ``cand`` to send: the label-aware (balanced) pick."""
