@@ -205,3 +205,28 @@ def test_set_weights_yield_draws_more_of_the_set_that_gives_rare_classes(
         got[weights] = (seed_rare, hist.std())
     assert got["pool"][0] < 0.35 and got["yield"][0] > 0.55
     assert got["yield"][1] < got["pool"][1]
+
+
+def test_set_weights_yield_keeps_synthesis_out_of_the_seed_share(
+    victim: TorchOracle, tmp_path: Path
+) -> None:
+    """Weighting the sets oversamples from the first batch, but synthesis still waits for the
+    end of the seed share, even where ``synth_from`` comes before it: the seed share holds
+    pool images only, as without the weighting."""
+    images, labels = rule_images(3000, 12)
+    train = TrainConfig(arch="cnn-tiny", epochs=1, batch_size=50, device="cpu")
+    cfg = StealConfig(
+        budget=500, batch_size=50, selection="jacobian", set_weights="yield", synth_from=0
+    )
+    pool = build_pool(PoolConfig(spec="noise"), shape=SHAPE)
+    pool.sources, pool.weights = (
+        [BankSource("common", images[labels == 0]), BankSource("rare", images[labels != 0])],
+        [3, 1],
+    )
+    selector = JacobianSelector(config=cfg, train=train, num_classes=10, interim_epochs=1)
+    with AnswerStore(tmp_path / "a.sqlite") as store:
+        steal(LabelOnly(victim), pool, store, config=cfg, selector=selector)
+        rows = store.labels_and_sources()
+    assert len(rows) == 500
+    assert not any(src.endswith("+jacobian") for _, src in rows[: selector.seed_count])
+    assert any(src.endswith("+jacobian") for _, src in rows[selector.seed_count :])

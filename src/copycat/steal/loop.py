@@ -38,6 +38,7 @@ class Selector(Protocol):
     oversample: int  # candidates scored per image sent, once active
 
     def active(self, answered: int) -> bool: ...  # oversample from this many answers on
+    def picks(self, answered: int) -> bool: ...  # past the seed share: pick and synthesize
     def synthesize(self, cand: Candidates, store: AnswerStore) -> Candidates: ...  # add more
     def __call__(self, cand: Candidates, k: int, store: AnswerStore) -> torch.Tensor: ...
 
@@ -202,7 +203,7 @@ def steal(
             cand, answered = first, start + st.queried
             if selector is not None and selector.active(answered):
                 cand = _oversample(first, stream, over)
-                if answered >= config.synth_from:
+                if answered >= config.synth_from and selector.picks(answered):
                     cand = selector.synthesize(cand, store)
             ids = [image_id(img) for img in cand.images]
             fresh = _fresh(ids, store, st)

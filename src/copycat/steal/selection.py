@@ -227,9 +227,13 @@ class InterimSelector:
     def device(self) -> torch.device:
         return resolve_device(self.train.device)
 
+    def picks(self, answered: int) -> bool:
+        """Past the random seed share: the interim copycat picks (and synthesis may run)."""
+        return answered >= self.seed_count
+
     def active(self, answered: int) -> bool:
         # weighting the sets by yield draws the seed share from oversampled candidates too
-        return self.set_yield or answered >= self.seed_count
+        return self.set_yield or self.picks(answered)
 
     def synthesize(self, cand: Candidates, store: AnswerStore) -> Candidates:
         """Extra candidates made from ``cand`` (and the answers); the base adds none."""
@@ -238,7 +242,7 @@ class InterimSelector:
     def __call__(self, cand: Candidates, k: int, store: AnswerStore) -> torch.Tensor:
         answered = store.count()
         shares = self._shares(store, answered) if self.set_yield else None
-        if answered < self.seed_count:  # random seed share: pool order
+        if not self.picks(answered):  # random seed share: pool order
             return torch.arange(k) if shares is None else draw_by_set(cand.sources, k, shares)
         self.ready(store)
         if shares is None:
