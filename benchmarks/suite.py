@@ -97,6 +97,8 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
     # the default with its sets' shares moved toward the set whose answers give the rare
     # classes (steal.set_weights = "yield")
     "jacobian-yield": {"steal": {"selection": "jacobian", "set_weights": "yield"}},
+    # the same in the seed share only: the picks after it among all the pool's candidates
+    "jacobian-yieldseed": {"steal": {"selection": "jacobian", "set_weights": "yield-seed"}},
     # pen strokes as a quarter of the pool instead of half
     "jacobian-strokes25": {
         "steal": {"selection": "jacobian"},

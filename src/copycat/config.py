@@ -144,7 +144,8 @@ class StealConfig:
     # How the pool's NPD sets share the queries: "pool" as the pool's weights draw them;
     # "yield" by each set's rare-class yield in the seed share's answers (the share of its
     # answers whose class is under half its fair share), so the set that gives rare classes
-    # is drawn more (copycat.steal.selection.set_shares). Not the default: level on digits at
+    # is drawn more (copycat.steal.selection.set_shares); "yield-seed" in the seed share only,
+    # the picks after it made among the pool's own candidates. Not the default: level on digits at
     # 2,000 queries, behind on Fashion-MNIST at 5,000 on every seed (docs/suite.md, "Which set
     # gives the rare classes")
     set_weights: str = "pool"
@@ -200,10 +201,10 @@ class StealConfig:
             "[0, 1): 0 stops a push at the top label",
         )
         _check(
-            self.set_weights in ("pool", "yield"),
+            self.set_weights in ("pool", "yield", "yield-seed"),
             "steal.set_weights",
             self.set_weights,
-            '"pool" or "yield"',
+            '"pool", "yield" or "yield-seed"',
         )
 
 

@@ -43,8 +43,9 @@ class AdaptiveSelector(InterimSelector):
         super().__init__(**kw)
         if self.set_yield:
             log.warning(
-                "steal.set_weights = 'yield' is not used by the adaptive selection, whose "
-                "bandit weighs the pool's groups itself; use jacobian or balanced with it"
+                "steal.set_weights = %r is not used by the adaptive selection, whose "
+                "bandit weighs the pool's groups itself; use jacobian or balanced with it",
+                self.config.set_weights,
             )
         self.lr = lr
         self.explore = explore

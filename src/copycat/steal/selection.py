@@ -189,7 +189,9 @@ class InterimSelector:
         self.model: Classifier | None = None
         self.data: FakeDataset | None = None  # the answers the interim copycat was fitted on
         self.gen = torch.Generator().manual_seed(train.seed + 7919)
-        self.set_yield = config.set_weights == "yield"
+        self.set_yield = config.set_weights in ("yield", "yield-seed")
+        # "yield" also thins the candidates the interim copycat picks among to the shares
+        self.thin_yield = config.set_weights == "yield"
         # the sets' shares once the seed share is complete: its answers no longer change
         self._seed_shares: tuple[dict[str, float] | None] | None = None
         share = config.seed_fraction if seed_fraction is None else seed_fraction
@@ -241,8 +243,13 @@ class InterimSelector:
 
     def __call__(self, cand: Candidates, k: int, store: AnswerStore) -> torch.Tensor:
         answered = store.count()
-        shares = self._shares(store, answered) if self.set_yield else None
-        if not self.picks(answered):  # random seed share: pool order
+        seed_share = not self.picks(answered)
+        shares = (
+            self._shares(store, answered)
+            if self.set_yield and (seed_share or self.thin_yield)
+            else None
+        )
+        if seed_share:  # random seed share: pool order
             return torch.arange(k) if shares is None else draw_by_set(cand.sources, k, shares)
         self.ready(store)
         if shares is None:
