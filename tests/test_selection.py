@@ -11,7 +11,7 @@ import torch
 from copycat.config import PoolConfig, StealConfig, TrainConfig
 from copycat.oracles.local import TorchOracle
 from copycat.oracles.outputs import LabelOnly
-from copycat.pools.pool import build_pool
+from copycat.pools.pool import Candidates, build_pool
 from copycat.pools.sources import BankSource
 from copycat.steal.loop import steal
 from copycat.steal.selection import (
@@ -183,28 +183,42 @@ def test_set_weights_yield_draws_more_of_the_set_that_gives_rare_classes(
 ) -> None:
     """Two sets: three images in four come from one that the victim answers with class 0
     alone; the other gives the nine rare classes. Weighting the sets by their yield sends far
-    more of the second in the random seed share, and the labels come out more even."""
+    more of the second in the random seed share, and the labels come out more even. After the
+    seed share, ``yield`` thins the candidates the interim copycat picks among to the shares;
+    ``yield-seed`` leaves it all of them, as ``pool`` does."""
     images, labels = rule_images(4000, 11)
     common, rare = images[labels == 0], images[labels != 0]
     train = TrainConfig(arch="cnn-tiny", epochs=1, batch_size=50, device="cpu")
     got = {}
-    for weights in ("pool", "yield"):
+
+    class Counting(BalancedSelector):
+        offered: list[int]  # set before each steal
+
+        def pick(self, cand: Candidates, k: int, store: AnswerStore) -> torch.Tensor:
+            self.offered.append(len(cand.sources))
+            return super().pick(cand, k, store)
+
+    for weights in ("pool", "yield", "yield-seed"):
         cfg = StealConfig(budget=600, batch_size=50, selection="balanced", set_weights=weights)
         pool = build_pool(PoolConfig(spec="noise"), shape=SHAPE)
         pool.sources, pool.weights = (
             [BankSource("common", common), BankSource("rare", rare)],
             [3, 1],
         )
-        selector = BalancedSelector(config=cfg, train=train, num_classes=10, interim_epochs=1)
+        selector = Counting(config=cfg, train=train, num_classes=10, interim_epochs=1)
+        selector.offered = []
         with AnswerStore(tmp_path / f"{weights}.sqlite") as store:
             steal(LabelOnly(victim), pool, store, config=cfg, selector=selector)
             assert store.count() == 600
             rows = store.labels_and_sources()
             hist = torch.tensor(store.label_histogram(10)).float()
         seed_rare = sum(src == "rare" for _, src in rows[:300]) / 300
-        got[weights] = (seed_rare, hist.std())
-    assert got["pool"][0] < 0.35 and got["yield"][0] > 0.55
-    assert got["yield"][1] < got["pool"][1]
+        got[weights] = (seed_rare, hist.std(), selector.offered)
+    assert got["pool"][0] < 0.35 and got["yield"][0] > 0.55 and got["yield-seed"][0] > 0.55
+    assert got["yield"][1] < got["pool"][1] and got["yield-seed"][1] < got["pool"][1]
+    # six batches of 50 after the seed share, each picked among 5 x 50 candidates unless thinned
+    assert got["pool"][2] == got["yield-seed"][2] == [250] * 6
+    assert len(got["yield"][2]) == 6 and max(got["yield"][2]) < 250
 
 
 def test_set_weights_yield_keeps_synthesis_out_of_the_seed_share(
