@@ -145,9 +145,10 @@ class StealConfig:
     # "yield" by each set's rare-class yield in the seed share's answers (the share of its
     # answers whose class is under half its fair share), so the set that gives rare classes
     # is drawn more (copycat.steal.selection.set_shares); "yield-seed" in the seed share only,
-    # the picks after it made among the pool's own candidates. Not the default: level on digits at
-    # 2,000 queries, behind on Fashion-MNIST at 5,000 on every seed (docs/suite.md, "Which set
-    # gives the rare classes")
+    # the picks after it made among the pool's own candidates. Not the default: both are level
+    # on digits at 2,000 queries and behind on Fashion-MNIST at 5,000 on every seed
+    # (docs/suite.md, "Which set gives the rare classes", "The yield's shares in the seed share
+    # only")
     set_weights: str = "pool"
 
     def __post_init__(self) -> None:
