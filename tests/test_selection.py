@@ -11,7 +11,7 @@ import torch
 from copycat.config import PoolConfig, StealConfig, TrainConfig
 from copycat.oracles.local import TorchOracle
 from copycat.oracles.outputs import LabelOnly
-from copycat.pools.pool import Candidates, build_pool
+from copycat.pools.pool import Candidates, Pool, build_pool
 from copycat.pools.sources import BankSource
 from copycat.steal.loop import steal
 from copycat.steal.selection import (
@@ -178,6 +178,13 @@ def test_draw_and_thin_by_set_keep_pool_order_within_each_set() -> None:
     assert thin_by_set(sources, {"a": 0.25, "b": 0.75}).tolist() == [0, 1, 6, 7, 8, 9, 10, 11]
 
 
+def two_set_pool(common: torch.Tensor, rare: torch.Tensor) -> Pool:
+    """A pool of two sets drawn 3 : 1, ``common`` (images of class 0) and ``rare`` (the rest)."""
+    pool = build_pool(PoolConfig(spec="noise"), shape=SHAPE)
+    pool.sources, pool.weights = [BankSource("common", common), BankSource("rare", rare)], [3, 1]
+    return pool
+
+
 def test_set_weights_yield_draws_more_of_the_set_that_gives_rare_classes(
     victim: TorchOracle, tmp_path: Path
 ) -> None:
@@ -200,11 +207,7 @@ def test_set_weights_yield_draws_more_of_the_set_that_gives_rare_classes(
 
     for weights in ("pool", "yield", "yield-seed"):
         cfg = StealConfig(budget=600, batch_size=50, selection="balanced", set_weights=weights)
-        pool = build_pool(PoolConfig(spec="noise"), shape=SHAPE)
-        pool.sources, pool.weights = (
-            [BankSource("common", common), BankSource("rare", rare)],
-            [3, 1],
-        )
+        pool = two_set_pool(common, rare)
         selector = Counting(config=cfg, train=train, num_classes=10, interim_epochs=1)
         selector.offered = []
         with AnswerStore(tmp_path / f"{weights}.sqlite") as store:
@@ -232,11 +235,7 @@ def test_set_weights_yield_keeps_synthesis_out_of_the_seed_share(
     cfg = StealConfig(
         budget=500, batch_size=50, selection="jacobian", set_weights="yield", synth_from=0
     )
-    pool = build_pool(PoolConfig(spec="noise"), shape=SHAPE)
-    pool.sources, pool.weights = (
-        [BankSource("common", images[labels == 0]), BankSource("rare", images[labels != 0])],
-        [3, 1],
-    )
+    pool = two_set_pool(images[labels == 0], images[labels != 0])
     selector = JacobianSelector(config=cfg, train=train, num_classes=10, interim_epochs=1)
     with AnswerStore(tmp_path / "a.sqlite") as store:
         steal(LabelOnly(victim), pool, store, config=cfg, selector=selector)
