@@ -253,8 +253,21 @@ class TrainConfig:
     unlabelled: int = 10_000
     semi_threshold: float = 0.95
     semi_weight: float = 1.0
+    # > 1 (copycats only): the copy is the mean of the probabilities of this many copies
+    # trained alike on the same answers, with seeds seed + 1000 i (each its own held-out
+    # share), the architecture chosen once (copycat.train.copies). A store of more than
+    # ensemble_answers answers trains one copy: training time grows with the store.
+    ensemble: int = 1
+    ensemble_answers: int = 5_000
 
     def __post_init__(self) -> None:
+        _check(self.ensemble >= 1, "train.ensemble", self.ensemble, "an integer >= 1 (1: off)")
+        _check(
+            self.ensemble_answers >= 0,
+            "train.ensemble_answers",
+            self.ensemble_answers,
+            "an integer >= 0",
+        )
         _check(self.temperature > 0, "train.temperature", self.temperature, "a float > 0")
         _check(self.semi in ("none", "fixmatch"), "train.semi", self.semi, "none or fixmatch")
         _check(self.unlabelled >= 1, "train.unlabelled", self.unlabelled, "an integer >= 1")
@@ -317,6 +330,11 @@ class TrainConfig:
     def epochs_for(self, n: int) -> int:
         """Epochs to train on ``n`` samples."""
         return self.epochs_at(self.steps_per_epoch(n))
+
+    def copies_for(self, answers: int) -> int:
+        """Copies a copycat of a store of ``answers`` answers is the mean of: ``ensemble`` up
+        to ``ensemble_answers`` answers, else one."""
+        return self.ensemble if answers <= self.ensemble_answers else 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -17,6 +17,7 @@ from copycat.cli.options import (
     CurveOracleOpt,
     CurveTestSetOpt,
     DeviceOpt,
+    EnsembleOpt,
     EpochsOpt,
     MinStepsOpt,
     RunDirOpt,
@@ -42,6 +43,7 @@ def curve_cmd(
     arch: ArchOpt | None = None,
     epochs: EpochsOpt | None = None,
     min_steps: MinStepsOpt | None = None,
+    ensemble: EnsembleOpt | None = None,
     seed: SeedOpt = TRAIN.seed,
     device: DeviceOpt = TRAIN.device,
 ) -> None:
@@ -69,6 +71,7 @@ def curve_cmd(
             arch=arch or train.arch,
             epochs=epochs or train.epochs,
             min_steps=train.min_steps if min_steps is None else min_steps,
+            ensemble=train.ensemble if ensemble is None else ensemble,
             seed=seed,
             device=device,
         )

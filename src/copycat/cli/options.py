@@ -54,6 +54,17 @@ EpochsOpt = Annotated[
 MinStepsOpt = Annotated[
     int, typer.Option(help="Unset epochs train at least this many optimiser steps.")
 ]
+EnsembleOpt = Annotated[
+    int,
+    typer.Option(
+        help="Train this many copies alike on the answers (seeds seed + 1000 i) and keep the "
+        "mean of their probabilities as the copycat; stores over --ensemble-answers answers "
+        "train one. 1: off."
+    ),
+]
+EnsembleAnswersOpt = Annotated[
+    int, typer.Option(help="Largest store (answers) that --ensemble trains several copies on.")
+]
 
 # -- steal -----------------------------------------------------------------------------------
 PoolOpt = Annotated[

@@ -33,6 +33,8 @@ from copycat.cli.options import (
     DeviceOpt,
     DryRunOpt,
     EmaOpt,
+    EnsembleAnswersOpt,
+    EnsembleOpt,
     EpochsOpt,
     EvalOracleOpt,
     InputShapeOpt,
@@ -247,6 +249,8 @@ def train_cmd(
     val_fraction: ValFractionOpt = TRAIN.val_fraction,
     semi: SemiOpt = TRAIN.semi,
     unlabelled: UnlabelledOpt = TRAIN.unlabelled,
+    ensemble: EnsembleOpt = TRAIN.ensemble,
+    ensemble_answers: EnsembleAnswersOpt = TRAIN.ensemble_answers,
 ) -> None:
     """Train a copycat on the run's fake dataset (checkpoints each epoch; resumable)."""
     from copycat.pipeline import train_stage
@@ -270,6 +274,8 @@ def train_cmd(
             val_fraction=val_fraction,
             semi=semi,
             unlabelled=unlabelled,
+            ensemble=ensemble,
+            ensemble_answers=ensemble_answers,
         )
         cfg = experiment(run_dir, "", train=train)
         with progress() as bar:

@@ -12,7 +12,7 @@ import json
 import logging
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -26,11 +26,9 @@ from copycat.evaluate.evaluate import oracle_labels
 from copycat.evaluate.metrics import classification_metrics
 from copycat.oracles.base import Oracle
 from copycat.runs import write_atomic
-from copycat.train.checkpoint import load_checkpoint
-from copycat.train.choose import adopt_choice, choose_arch
-from copycat.train.fit import FitResult, fit, held_out_split, predict
-from copycat.train.models import init_model
-from copycat.train.semi import semi_loss
+from copycat.train.choose import choose_arch
+from copycat.train.copies import fit_copy
+from copycat.train.fit import FitResult, predict
 
 log = logging.getLogger(__name__)
 
@@ -114,28 +112,26 @@ def fit_prefix(
 ) -> PrefixFit:
     """Train a copycat on ``images`` (N, C, H, W) uint8 with ``targets`` (hard (N,) or soft
     (N, K)), and on ``unlabelled`` pool images when ``config.semi`` asks for them, as the train
-    stage does; the epoch of best held-out agreement is returned, with what ``fit`` measured."""
+    stage does (an ensemble of ``config.copies_for(N)`` copies: copycat.train.copies); the
+    epoch of best held-out agreement is returned, with what ``fit`` measured (member 0's, its
+    seconds summed over the members)."""
     hard = targets.argmax(1) if targets.ndim == 2 else targets
-    val_idx, tr_idx = held_out_split(len(images), config=config)
-    n_val = len(val_idx)
     with tempfile.TemporaryDirectory(prefix="copycat-curve-") as tmp:
         folder = Path(tmp)
         choice = choose_arch(
             images, targets, num_classes=num_classes, config=config, checkpoint_dir=folder
         )
-        arch = choice.arch
-        model = init_model(arch, images, num_classes=num_classes, seed=config.seed)
-        extra = semi_loss(config, unlabelled)
-        result = adopt_choice(choice, folder, extra_loss=extra) or fit(
-            model,
-            images[tr_idx],
-            targets[tr_idx],
-            config=replace(config, arch=arch),
-            val=(images[val_idx], hard[val_idx]) if n_val else None,
+        copy = fit_copy(
+            images,
+            targets,
+            labels=hard,
+            num_classes=num_classes,
+            config=config,
+            choice=choice,
             checkpoint_dir=folder,
-            extra_loss=extra,
+            unlabelled=unlabelled,
         )
-        model.load_state_dict(load_checkpoint(folder / "best.pt")["model"])
+    model, result, arch = copy.model, copy.result, choice.arch
     return PrefixFit(model, result, arch)
 
 

@@ -16,10 +16,10 @@ from copycat.pools.pool import build_pool
 from copycat.runs import RunDir, read_json, write_atomic
 from copycat.steal.store import AnswerStore, image_id
 from copycat.train.checkpoint import load_checkpoint, save_weights, write_metrics
-from copycat.train.choose import ArchChoice, adopt_choice, choose_arch, drop_candidates
-from copycat.train.fit import FitResult, StepFn, fit, held_out_split
-from copycat.train.models import AUTO_ARCH, auto_candidates, init_model, is_auto
-from copycat.train.semi import semi_loss
+from copycat.train.choose import ArchChoice, choose_arch, drop_candidates
+from copycat.train.copies import fit_copy
+from copycat.train.fit import FitResult, StepFn, held_out_split
+from copycat.train.models import AUTO_ARCH, auto_candidates, is_auto
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,6 @@ def train_copycat(
     val_idx, tr_idx = held_out_split(len(data), config=config)
     n_val = len(val_idx)
     answers = data.probs if soft and data.probs is not None else data.labels
-    targets = answers[tr_idx]
     shape = tuple(data.images.shape[1:])
     # what an auto arch chooses among for these images (none for a named one)
     candidates = (
@@ -142,43 +141,49 @@ def train_copycat(
     arch = choice.arch
     # checkpoints record the architecture trained, so a resume compares what was trained
     config = replace(config, arch=arch)
-    model = init_model(arch, data.images, num_classes=num_classes, seed=config.seed)
+    n_copies = config.copies_for(len(data))
     log.info(
-        "training %s on %d answers (%s labels), %d held out, %d epochs",
+        "training %s on %d answers (%s labels), %d held out, %d epochs%s",
         arch,
         len(tr_idx),
         "soft" if soft else "hard",
         n_val,
         config.epochs_for(len(tr_idx)),
+        f", {n_copies} copies" if n_copies > 1 else "",
     )
-    extra = semi_loss(config, unlabelled)
-    result = adopt_choice(choice, run.checkpoints, extra_loss=extra) or fit(
-        model,
-        data.images[tr_idx],
-        targets,
+    copy = fit_copy(
+        data.images,
+        answers,
+        labels=data.labels,
+        num_classes=num_classes,
         config=config,
-        val=(data.images[val_idx], data.labels[val_idx]) if n_val else None,
+        choice=choice,
         checkpoint_dir=run.checkpoints,
         on_step=on_step,
-        extra_loss=extra,
+        unlabelled=unlabelled,
     )
-    best = load_checkpoint(run.checkpoints / "best.pt")
-    save_weights(run.copycat_weights, best["model"])
+    result = copy.result
+    save_weights(run.copycat_weights, copy.model.state_dict())
     card = {
         "arch": arch,
         "input_shape": list(shape),
         "num_classes": num_classes,
-        "mean": model.normalize.mean.flatten().tolist(),
-        "std": model.normalize.std.flatten().tolist(),
+        "mean": copy.model.normalize.mean.flatten().tolist(),
+        "std": copy.model.normalize.std.flatten().tolist(),
         "labels": "soft" if soft else "hard",
-        "best_epoch": int(best["epoch"]) + 1,
+        "best_epoch": int(load_checkpoint(run.checkpoints / "best.pt")["epoch"]) + 1,
         "train_samples": len(tr_idx),
         "val_agreement": result.best_val_agreement,
         # arch auto on grey answers: each candidate's held-out agreement (copycat.train.choose)
         "arch_choice": choice.heldout,
+        # > 1: the copy is the mean of this many copies' probabilities (copycat.train.copies);
+        # val_agreement and best_epoch are the first one's, train_seconds the sum
+        "members": len(copy.results),
         "samples_per_s": result.samples_per_s,
         "train_seconds": result.seconds,
     }
+    if len(copy.results) > 1:
+        card["member_val_agreements"] = [r.best_val_agreement for r in copy.results]
     write_atomic(run.copycat_card, json.dumps(card, indent=2) + "\n")
     write_metrics(run.metrics, result.history)
     drop_candidates(run.checkpoints)

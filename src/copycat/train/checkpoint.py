@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save
 
 from copycat.errors import CheckpointError
 from copycat.runs import RunDir, read_json, save_atomic, write_atomic
-from copycat.train.models import Classifier, build_model
+from copycat.train.models import Classifier, Ensemble, build_model
 
 METRIC_FIELDS = ("epoch", "train_loss", "train_agreement", "val_agreement", "lr", "seconds")
 
@@ -56,24 +56,36 @@ def write_metrics(path: Path, history: list[dict[str, float]]) -> None:
     write_atomic(path, text.getvalue())
 
 
-def load_copycat(run: RunDir) -> Classifier:
-    """The trained copycat of a run (weights only; no code is loaded)."""
+def load_copycat(run: RunDir) -> Classifier | Ensemble:
+    """The trained copycat of a run (weights only; no code is loaded): one classifier, or the
+    ensemble of the card's ``members`` (copycat.train.copies)."""
     if not run.copycat_weights.is_file() or not run.copycat_card.is_file():
         raise CheckpointError(f"no copycat in {run.root}; run `copycat train --run-dir {run.root}`")
     card = read_json(run.copycat_card)
-    model = build_model(
-        card["arch"],
-        in_channels=card["input_shape"][0],
-        num_classes=card["num_classes"],
-        input_size=card["input_shape"][1],
-        mean=card["mean"],
-        std=card["std"],
-    )
+    count = card.get("members", 1)
+    if not isinstance(count, int) or count < 1:
+        raise CheckpointError(
+            f"{run.copycat_card} names {count!r} members, not a count >= 1; retrain with "
+            f"`copycat train --run-dir {run.root}`"
+        )
+    members = [
+        build_model(
+            card["arch"],
+            in_channels=card["input_shape"][0],
+            num_classes=card["num_classes"],
+            input_size=card["input_shape"][1],
+            mean=card["mean"],
+            std=card["std"],
+        )
+        for _ in range(count)
+    ]
+    model = members[0] if len(members) == 1 else Ensemble(members)
     try:
         model.load_state_dict(load_file(str(run.copycat_weights)))
     except (RuntimeError, OSError, SafetensorError) as exc:
+        what = card["arch"] if len(members) == 1 else f"{len(members)} {card['arch']} copies"
         raise CheckpointError(
-            f"{run.copycat_weights} is corrupt or does not fit {card['arch']} "
+            f"{run.copycat_weights} is corrupt or does not fit {what} "
             f"({exc}); retrain with `copycat train --run-dir {run.root}`"
         ) from exc
     return model.eval()

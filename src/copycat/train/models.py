@@ -7,6 +7,7 @@ statistics are buffers, so they travel with the weights and into ONNX) and retur
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -47,6 +48,28 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(self.normalize(x))
+
+
+class Ensemble(nn.Module):
+    """Classifiers of one architecture whose mean probabilities are the prediction: the logits
+    returned are their log (a softmax of them gives the mean back exactly)."""
+
+    def __init__(self, members: Sequence[Classifier]) -> None:
+        super().__init__()
+        if not members:
+            raise ConfigError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    @property
+    def normalize(self) -> Normalize:
+        """The first member's normalisation (every member's statistics are the answers')."""
+        first = self.members[0]
+        assert isinstance(first, Classifier)
+        return first.normalize
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logp = torch.stack([torch.log_softmax(m(x), dim=1) for m in self.members])
+        return torch.logsumexp(logp, dim=0) - math.log(len(self.members))
 
 
 # The copycat default. With answers to train on, copycat.train.choose decides: cnn-wide for
