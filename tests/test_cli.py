@@ -73,9 +73,10 @@ def test_cli_end_to_end(fmnist_env: Path, tmp_path: Path, png_folder: Path) -> N
         [
             "train",
             *("--run-dir", str(run), "--arch", "cnn-tiny", "--epochs", "2", "--device", "cpu"),
-            *("--mixup", "0.2", "--ema", "0.99", "--val-fraction", "0"),
+            *("--mixup", "0.2", "--ema", "0.99", "--val-fraction", "0", "--ensemble", "2"),
         ]
     )
+    assert json.loads((run / "copycat.json").read_text())["members"] == 2
     _ok(
         [
             "evaluate",
@@ -153,6 +154,7 @@ device = "cpu"
         (["train", "--run-dir", "r", "--mixup", "-1"], "train.mixup"),
         (["train", "--run-dir", "r", "--ema", "1"], "train.ema"),
         (["train", "--run-dir", "r", "--val-fraction", "0.7"], "train.val_fraction"),
+        (["train", "--run-dir", "r", "--ensemble", "0"], "train.ensemble"),
         (["report", "--run-dir", "nowhere"], "copycat evaluate"),
         (["run", "--config", "missing.toml"], "not found"),
         (["steal", "--oracle", "torch:x", "--run-dir", "r", "--mix", "0.5,abc"], "--mix"),
