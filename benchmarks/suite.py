@@ -201,8 +201,9 @@ def parse_args(argv: list[str] | None = None) -> Any:
         type=int,
         default=1,
         metavar="N",
-        help="also score N copycats of the largest budget (seeds s, s+1000, ...) averaged: "
-        "their mean probabilities, beside the first alone",
+        help="also score N single copycats of the largest budget (seeds s, s+1000, ...), each "
+        "alone and their mean probabilities (the library's ensemble, scored as one: "
+        "--copycat-set ensemble=N)",
     )
     p.add_argument("--targets-dir", type=Path, default=None, help="where suite targets live")
     args = p.parse_args(argv)
@@ -351,7 +352,8 @@ def ensemble_case(cfg: Any, n: int) -> tuple[Any, dict[str, Any], float]:
     members, total, seconds = [], torch.zeros(len(test), k), 0.0
     first: CurvePoint | None = None
     for i in range(n):
-        train = dataclasses.replace(cfg.train, seed=cfg.train.seed + 1000 * i)
+        # each member a single copy, whatever [train] ensemble says, so each is scored alone
+        train = dataclasses.replace(cfg.train, seed=cfg.train.seed + 1000 * i, ensemble=1)
         model, fitted, arch = fit_prefix(
             data.images, data.labels, num_classes=k, config=train, unlabelled=unlabelled
         )

@@ -107,6 +107,7 @@ def test_cli_end_to_end(fmnist_env: Path, tmp_path: Path, png_folder: Path) -> N
     assert ev["queries"] == 300 and ev["budget"] == 300
     report = (run / "report.md").read_text()
     assert "performance" in report and "copycat steal" in report
+    assert "mean of the probabilities of **2 copies**" in report
     for png in ("labels.png", "training.png", "confusion.png"):
         assert (run / png).stat().st_size > 1000
 

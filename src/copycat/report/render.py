@@ -152,7 +152,28 @@ def _training(run: RunDir) -> list[str]:
     if not rows:
         return []
     plot_curves(rows, run.root / "training.png")
-    return ["## Copycat training", "", "![training curves](training.png)", ""]
+    return ["## Copycat training", "", *_copy_lines(run), "![training curves](training.png)", ""]
+
+
+def _copy_lines(run: RunDir) -> list[str]:
+    """What the card says of the copy: its architecture and, for an ensemble, its members."""
+    card = read_json(run.copycat_card) if run.copycat_card.is_file() else {}
+    if "arch" not in card:
+        return []
+    text = (
+        f"`{card['arch']}` on {card.get('train_samples', '?')} answers "
+        f"({card.get('labels', '?')} labels), held-out agreement "
+        f"{_fmt(card.get('val_agreement'))}."
+    )
+    members = int(card.get("members", 1))
+    if members > 1:
+        each = ", ".join(_fmt(v, 3) for v in card.get("member_val_agreements", []))
+        text += (
+            f" The copycat is the mean of the probabilities of **{members} copies** trained "
+            f"alike on these answers (`[train] ensemble`), each with its own seed and held-out "
+            f"share (held-out agreement of each: {each}); the curves are the first copy's."
+        )
+    return [text, ""]
 
 
 def _per_class(run: RunDir, ev: dict[str, Any]) -> list[str]:
