@@ -175,9 +175,16 @@ def _steal_and_train(
         defences=defences,
         pool=PoolConfig(spec=f"folder:{folder}", seed=0, augment=dataclass_no_aug()),
         steal=StealConfig(budget=240, batch_size=120, selection="random"),
-        # a copy that fits its fake dataset, as DAWN assumes (a small one ignores the flips)
+        # a copy that fits its fake dataset, as DAWN assumes (a small one ignores the flips);
+        # one copy: the mean of several carries less of the mark (docs/defences.md)
         train=TrainConfig(
-            arch="cnn-small", epochs=epochs, lr=3e-3, device="cpu", seed=seed, val_fraction=0.0
+            arch="cnn-small",
+            epochs=epochs,
+            lr=3e-3,
+            device="cpu",
+            seed=seed,
+            val_fraction=0.0,
+            ensemble=1,
         ),
     )
     steal_stage(cfg)

@@ -27,7 +27,10 @@ from copycat.train.checkpoint import load_copycat
 from .conftest import SHAPE, rule_set
 
 # No training flips: the rule depends on left and right.
-CFG = TrainConfig(arch="cnn-tiny", epochs=4, batch_size=64, lr=1e-2, augment=False, device="cpu")
+# Single copies: tests/test_copies.py tests the ensemble ([train] ensemble).
+CFG = TrainConfig(
+    arch="cnn-tiny", epochs=4, batch_size=64, lr=1e-2, augment=False, device="cpu", ensemble=1
+)
 
 
 def _steal_pd(victim: TorchOracle, run: RunDir, budget: int, output: str = "label") -> None:

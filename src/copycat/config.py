@@ -256,8 +256,12 @@ class TrainConfig:
     # > 1 (copycats only): the copy is the mean of the probabilities of this many copies
     # trained alike on the same answers, with seeds seed + 1000 i (each its own held-out
     # share), the architecture chosen once (copycat.train.copies). A store of more than
-    # ensemble_answers answers trains one copy: training time grows with the store.
-    ensemble: int = 1
+    # ensemble_answers answers trains one copy: training time grows with the store, and the
+    # gain shrinks (+0.009 with three at 20,000 on Fashion-MNIST). Five up to 5,000, on
+    # average over one copy: digits at 2,000 +0.038, Fashion-MNIST at 2,000 and 5,000 +0.015,
+    # emoji at 5,000 +0.028 (docs/suite.md, "The mean of five copies, in the library and the
+    # default up to 5,000 answers").
+    ensemble: int = 5
     ensemble_answers: int = 5_000
 
     def __post_init__(self) -> None:
