@@ -69,13 +69,14 @@ def test_cli_end_to_end(fmnist_env: Path, tmp_path: Path, png_folder: Path) -> N
             str(tmp_path / "runs" / "onnx"),
         ]
     )
-    _ok(
+    out = _ok(
         [
             "train",
             *("--run-dir", str(run), "--arch", "cnn-tiny", "--epochs", "2", "--device", "cpu"),
             *("--mixup", "0.2", "--ema", "0.99", "--val-fraction", "0", "--ensemble", "2"),
         ]
     )
+    assert "copies (the copycat: their mean)" in out
     assert json.loads((run / "copycat.json").read_text())["members"] == 2
     _ok(
         [

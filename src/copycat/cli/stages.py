@@ -282,12 +282,17 @@ def train_cmd(
             res = train_stage(
                 cfg, command=command_line(ctx), on_step=step_bar(bar, train, "copycat")
             )
+    from copycat.runs import RunDir, read_json
+
+    copies = int(read_json(RunDir.at(run_dir).copycat_card).get("members", 1))
+    first, every = (" (first copy)", " (all copies)") if copies > 1 else ("", "")
     table(
         f"train {run_dir}",
         [
-            ("held-out agreement", res.best_val_agreement),
-            ("images/s", round(res.samples_per_s, 1)),
-            ("seconds", round(res.seconds, 1)),
+            ("copies (the copycat: their mean)" if copies > 1 else "copies", copies),
+            ("held-out agreement" + first, res.best_val_agreement),
+            ("images/s" + first, round(res.samples_per_s, 1)),
+            ("seconds" + every, round(res.seconds, 1)),
         ],
     )
 
