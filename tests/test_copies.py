@@ -27,6 +27,14 @@ from .test_train import CFG, _steal_pd
 ENS = dataclasses.replace(CFG, epochs=2, ensemble=3)
 
 
+def _trained(victim: TorchOracle, root: Path, answers: int, config: TrainConfig) -> RunDir:
+    """A run of ``answers`` problem-domain answers and its copycat trained under ``config``."""
+    run = RunDir.at(root)
+    _steal_pd(victim, run, answers)
+    train_copycat(run, config=config)
+    return run
+
+
 def _probs(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return model.eval()(x).softmax(1)
@@ -105,9 +113,7 @@ def test_an_interrupted_ensemble_resumes_member_by_member(
 def test_a_store_above_ensemble_answers_trains_one_copy(
     victim: TorchOracle, tmp_path: Path
 ) -> None:
-    run = RunDir.at(tmp_path)
-    _steal_pd(victim, run, 400)
-    train_copycat(run, config=dataclasses.replace(ENS, ensemble_answers=399))
+    run = _trained(victim, tmp_path, 400, dataclasses.replace(ENS, ensemble_answers=399))
     assert json.loads(run.copycat_card.read_text())["members"] == 1
     assert not (run.checkpoints / "member-1").exists()
     assert isinstance(load_copycat(run), Classifier)
@@ -142,9 +148,7 @@ def test_the_budget_curve_trains_an_ensemble_on_prefixes_up_to_ensemble_answers(
 def test_a_card_whose_members_do_not_fit_the_weights_names_the_fix(
     victim: TorchOracle, tmp_path: Path
 ) -> None:
-    run = RunDir.at(tmp_path)
-    _steal_pd(victim, run, 300)
-    train_copycat(run, config=dataclasses.replace(CFG, epochs=1))
+    run = _trained(victim, tmp_path, 300, dataclasses.replace(CFG, epochs=1))
     card = json.loads(run.copycat_card.read_text())
     for members, words in ((3, "3 cnn-tiny copies"), (0, "not a count >= 1")):
         run.copycat_card.write_text(json.dumps({**card, "members": members}))
