@@ -148,13 +148,24 @@ def test_the_budget_curve_trains_an_ensemble_on_prefixes_up_to_ensemble_answers(
 def test_a_card_whose_members_do_not_fit_the_weights_names_the_fix(
     victim: TorchOracle, tmp_path: Path
 ) -> None:
-    run = _trained(victim, tmp_path, 300, dataclasses.replace(CFG, epochs=1))
+    """The weights say how many copies they hold; a card that says otherwise, a card of
+    another architecture, and corrupt weights are refused, naming the fix."""
+    run = _trained(victim, tmp_path, 300, dataclasses.replace(ENS, ensemble=2, epochs=1))
     card = json.loads(run.copycat_card.read_text())
-    for members, words in ((3, "3 cnn-tiny copies"), (0, "not a count >= 1")):
-        run.copycat_card.write_text(json.dumps({**card, "members": members}))
+    for change, words in (
+        ({"members": 3}, "names 3 copies but .* holds 2"),
+        ({"members": 1}, "names 1 copies but .* holds 2"),
+        ({"arch": "cnn-small"}, "does not fit 2 cnn-small copies"),
+    ):
+        run.copycat_card.write_text(json.dumps({**card, **change}))
         with pytest.raises(CheckpointError, match=words) as err:
             load_copycat(run)
         assert "copycat train --run-dir" in str(err.value)
+    run.copycat_card.write_text(json.dumps(card))
+    assert isinstance(load_copycat(run), Ensemble)
+    run.copycat_weights.write_bytes(b"\x00" * 64)
+    with pytest.raises(CheckpointError, match="is corrupt"):
+        load_copycat(run)
 
 
 def test_an_ensemble_of_no_copies_is_refused_with_the_field_named() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from copycat.errors import CheckpointError
 from copycat.runs import RunDir, read_json, save_atomic, write_atomic
 from copycat.train.models import Classifier, Ensemble, build_model
 
+_MEMBER_KEY = re.compile(r"members\.(\d+)\.")
 METRIC_FIELDS = ("epoch", "train_loss", "train_agreement", "val_agreement", "lr", "seconds")
 
 
@@ -58,15 +60,22 @@ def write_metrics(path: Path, history: list[dict[str, float]]) -> None:
 
 def load_copycat(run: RunDir) -> Classifier | Ensemble:
     """The trained copycat of a run (weights only; no code is loaded): one classifier, or the
-    ensemble of the card's ``members`` (copycat.train.copies)."""
+    ensemble of the card's ``members`` (copycat.train.copies), as many as the weights hold."""
     if not run.copycat_weights.is_file() or not run.copycat_card.is_file():
         raise CheckpointError(f"no copycat in {run.root}; run `copycat train --run-dir {run.root}`")
     card = read_json(run.copycat_card)
+    retrain = f"retrain with `copycat train --run-dir {run.root}`"
+    try:
+        state = load_file(str(run.copycat_weights))
+    except (OSError, SafetensorError) as exc:
+        raise CheckpointError(f"{run.copycat_weights} is corrupt ({exc}); {retrain}") from exc
+    # the weights say how many copies they hold (keys members.<i>. of an ensemble)
+    held = 1 + max((int(m[1]) for k in state if (m := _MEMBER_KEY.match(k))), default=0)
     count = card.get("members", 1)
-    if not isinstance(count, int) or count < 1:
+    if count != held:
         raise CheckpointError(
-            f"{run.copycat_card} names {count!r} members, not a count >= 1; retrain with "
-            f"`copycat train --run-dir {run.root}`"
+            f"{run.copycat_card} names {count!r} copies but {run.copycat_weights} holds "
+            f"{held}; {retrain}"
         )
     members = [
         build_model(
@@ -77,15 +86,14 @@ def load_copycat(run: RunDir) -> Classifier | Ensemble:
             mean=card["mean"],
             std=card["std"],
         )
-        for _ in range(count)
+        for _ in range(held)
     ]
-    model = members[0] if len(members) == 1 else Ensemble(members)
+    model = members[0] if held == 1 else Ensemble(members)
     try:
-        model.load_state_dict(load_file(str(run.copycat_weights)))
-    except (RuntimeError, OSError, SafetensorError) as exc:
-        what = card["arch"] if len(members) == 1 else f"{len(members)} {card['arch']} copies"
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        what = card["arch"] if held == 1 else f"{held} {card['arch']} copies"
         raise CheckpointError(
-            f"{run.copycat_weights} is corrupt or does not fit {what} "
-            f"({exc}); retrain with `copycat train --run-dir {run.root}`"
+            f"{run.copycat_weights} does not fit {what} ({exc}); {retrain}"
         ) from exc
     return model.eval()
