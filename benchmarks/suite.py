@@ -331,6 +331,7 @@ def ensemble_case(cfg: Any, n: int) -> tuple[Any, dict[str, Any], float]:
     from copycat.pipeline.train import semi_images
     from copycat.runs import RunDir
     from copycat.steal.store import AnswerStore
+    from copycat.train.copies import member_config
     from copycat.train.fit import predict
 
     oracle = parse_oracle_spec(cfg.oracle, output="label")
@@ -353,7 +354,7 @@ def ensemble_case(cfg: Any, n: int) -> tuple[Any, dict[str, Any], float]:
     first: CurvePoint | None = None
     for i in range(n):
         # each member a single copy, whatever [train] ensemble says, so each is scored alone
-        train = dataclasses.replace(cfg.train, seed=cfg.train.seed + 1000 * i, ensemble=1)
+        train = dataclasses.replace(member_config(cfg.train, i), ensemble=1)
         model, fitted, arch = fit_prefix(
             data.images, data.labels, num_classes=k, config=train, unlabelled=unlabelled
         )
