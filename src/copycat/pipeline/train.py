@@ -171,7 +171,7 @@ def train_copycat(
         "mean": copy.model.normalize.mean.flatten().tolist(),
         "std": copy.model.normalize.std.flatten().tolist(),
         "labels": "soft" if soft else "hard",
-        "best_epoch": int(load_checkpoint(run.checkpoints / "best.pt")["epoch"]) + 1,
+        "best_epoch": copy.best_epochs[0],
         "train_samples": len(tr_idx),
         "val_agreement": result.best_val_agreement,
         # arch auto on grey answers: each candidate's held-out agreement (copycat.train.choose)

@@ -43,10 +43,12 @@ def member_dir(checkpoint_dir: Path, i: int) -> Path:
 
 @dataclass(frozen=True, slots=True)
 class Copy:
-    """A trained copy (eval mode) and what each member's ``fit`` measured, member 0 first."""
+    """A trained copy (eval mode), what each member's ``fit`` measured and each member's kept
+    epoch (1-based), member 0 first."""
 
     model: Classifier | Ensemble
     results: list[FitResult]
+    best_epochs: list[int]
 
     @property
     def result(self) -> FitResult:
@@ -76,6 +78,7 @@ def fit_copy(
     config = replace(config, arch=choice.arch)
     members: list[Classifier] = []
     results: list[FitResult] = []
+    best_epochs: list[int] = []
     for i in range(n):
         cfg = member_config(config, i)
         folder = member_dir(checkpoint_dir, i)
@@ -95,9 +98,11 @@ def fit_copy(
             on_step=on_step,
             extra_loss=extra,
         )
-        model.load_state_dict(load_checkpoint(folder / "best.pt")["model"])
+        best = load_checkpoint(folder / "best.pt")
+        model.load_state_dict(best["model"])
         members.append(model.cpu().eval())
         results.append(result)
+        best_epochs.append(int(best["epoch"]) + 1)
     if n > 1:
         log.info(
             "ensemble of %d copies; held-out agreement of each: %s",
@@ -105,4 +110,4 @@ def fit_copy(
             ", ".join(f"{r.best_val_agreement or 0.0:.3f}" for r in results),
         )
     copy = members[0] if n == 1 else Ensemble(members).eval()
-    return Copy(copy, results)
+    return Copy(copy, results, best_epochs)
