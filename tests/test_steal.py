@@ -103,6 +103,12 @@ def test_a_steal_resumed_from_another_pool_says_so(
         caplog.text
     )
     assert "this run draws from npd:sets=strokes,shapes;weights=3,1 [strokes 75%" in caplog.text
+    # a finished store rerun with yet another pool draws nothing: no warning, the record kept
+    caplog.clear()
+    with caplog.at_level("WARNING"), AnswerStore(path) as store:
+        s = steal(LabelOnly(victim), _pool(spec=even), store, config=StealConfig(budget=30))
+        assert s.queried_now == 0 and "[strokes 75%, shapes 25%]" in store.meta()["pool"]
+    assert "drawn from" not in caplog.text
 
 
 def test_store_keeps_exact_images_and_probs(victim: TorchOracle, tmp_path: Path) -> None:

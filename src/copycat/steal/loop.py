@@ -171,14 +171,16 @@ def steal(
         log.warning("%d images were in flight when an earlier run died: counted as billed", killed)
     billed_start = store.billed()
     start, drawn_before, drawn_now = store.count(), store.meta().get("pool"), pool.describe()
+    # a store that already holds the budget draws nothing more: it keeps the pool it records
+    drawing = start < config.budget
     store.bind(
         fingerprint=oracle.fingerprint,
         input_shape=oracle.input_shape,
         num_classes=k,
-        pool=drawn_now,
+        pool=drawn_now if drawing or drawn_before is None else drawn_before,
         budget=config.budget,
     )
-    if start and drawn_before not in (None, drawn_now):
+    if start and drawing and drawn_before not in (None, drawn_now):
         log.warning(
             "the %d answers stored were drawn from %s; this run draws from %s. Both are "
             "kept. To draw as before, give that pool, seed and augmentation (its sets and "
