@@ -176,7 +176,8 @@ def _steal_and_train(
         pool=PoolConfig(spec=f"folder:{folder}", seed=0, augment=dataclass_no_aug()),
         steal=StealConfig(budget=240, batch_size=120, selection="random"),
         # a copy that fits its fake dataset, as DAWN assumes (a small one ignores the flips);
-        # one copy: the mean of several carries less of the mark (docs/defences.md)
+        # one copy: on this tiny case (a fifth of the answers flipped) the mean of five is not
+        # flagged, though at scale it is (docs/defences.md)
         train=TrainConfig(
             arch="cnn-small",
             epochs=epochs,
