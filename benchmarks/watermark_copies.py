@@ -128,16 +128,16 @@ def one_seed(target: Any, folder: Path, seed: int, args: argparse.Namespace) -> 
 def tables(results: list[dict[str, Any]]) -> tuple[str, str]:
     rows = []
     for r in results:
-        e, first = r["ensemble"], r["members"][0]
-        others = r["members"]
+        e, copies = r["ensemble"], r["members"]
+        first = copies[0]
         rows.append(
             [
                 r["seed"],
                 e["flipped"],
                 f"{first['matches']} (p {first['p_value']:.2g})",
-                ", ".join(str(m["matches"]) for m in others),
+                ", ".join(str(m["matches"]) for m in copies),
                 f"{e['matches']} (p {e['p_value']:.2g})",
-                f"{sum(m['stolen'] for m in others)} of {len(others)}",
+                f"{sum(m['stolen'] for m in copies)} of {len(copies)}",
                 "yes" if e["stolen"] else "no",
                 f"{first['performance']:.3f}",
                 f"{e['performance']:.3f}",
