@@ -85,7 +85,7 @@ def one_seed(target: Any, folder: Path, seed: int, args: argparse.Namespace) -> 
     model = load_copycat(rd)
     members = list(model.members) if isinstance(model, Ensemble) else [model]
 
-    oracle = parse_oracle_spec(f"torch:{folder}", output="label")
+    oracle = parse_oracle_spec(cfg.oracle, output="label")  # the target, undefended
     with AnswerStore(rd.store) as store:
         queries = store.load().images
     truth = oracle_labels(oracle, queries)
@@ -93,13 +93,14 @@ def one_seed(target: Any, folder: Path, seed: int, args: argparse.Namespace) -> 
     target_test = oracle_labels(oracle, test.images)
     target_acc = float((target_test == test.labels).float().mean())
     dev = torch.device("cpu")
+    key = read_key(KEY_ENV)
 
     def row(m: torch.nn.Module) -> dict[str, Any]:
         v = watermark_test(
             queries,
             target_labels=truth,
             suspect_labels=predict(m, queries, device=dev).argmax(1),
-            key=read_key(KEY_ENV),
+            key=key,
             rate=args.rate,
             num_classes=oracle.num_classes,
             alpha=args.alpha,
