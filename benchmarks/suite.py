@@ -99,6 +99,8 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
     "jacobian-yield": {"steal": {"selection": "jacobian", "set_weights": "yield"}},
     # the same in the seed share only: the picks after it among all the pool's candidates
     "jacobian-yieldseed": {"steal": {"selection": "jacobian", "set_weights": "yield-seed"}},
+    # as jacobian-yield, the set of highest yield taking all the draws but the floor
+    "jacobian-top": {"steal": {"selection": "jacobian", "set_weights": "top"}},
     # pen strokes as a quarter of the pool instead of half
     "jacobian-strokes25": {
         "steal": {"selection": "jacobian"},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import pytest
@@ -168,6 +169,10 @@ def test_set_shares_follow_each_sets_rare_class_yield() -> None:
     assert set_shares([(0, "a")] * 300, 10, warmup=100) is None  # one set: nothing to weigh
     # synthesized images count for the set they were made from
     assert set_shares([(s, src + "+jacobian") for s, src in rows], 10, warmup=100) == shares
+    # "top": the set of highest yield takes all but the floor, however close the yields
+    rows = [(i % 10, "a") for i in range(200)] + [(i % 9, "b") for i in range(200)]
+    top = set_shares(rows, 10, warmup=100, power=math.inf)
+    assert top == pytest.approx({"a": 0.95, "b": 0.05})
 
 
 def test_draw_and_thin_by_set_keep_pool_order_within_each_set() -> None:

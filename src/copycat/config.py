@@ -145,7 +145,8 @@ class StealConfig:
     # "yield" by each set's rare-class yield in the seed share's answers (the share of its
     # answers whose class is under half its fair share), so the set that gives rare classes
     # is drawn more (copycat.steal.selection.set_shares); "yield-seed" in the seed share only,
-    # the picks after it made among the pool's own candidates. Not the default: both are level
+    # the picks after it made among the pool's own candidates; "top" as "yield", the set of
+    # highest yield taking all but the floor. Not the default: "yield" and "yield-seed" are level
     # on digits at 2,000 queries and behind on Fashion-MNIST at 5,000 on every seed
     # (docs/suite.md, "Which set gives the rare classes", "The yield's shares in the seed share
     # only")
@@ -202,10 +203,10 @@ class StealConfig:
             "[0, 1): 0 stops a push at the top label",
         )
         _check(
-            self.set_weights in ("pool", "yield", "yield-seed"),
+            self.set_weights in ("pool", "yield", "yield-seed", "top"),
             "steal.set_weights",
             self.set_weights,
-            '"pool", "yield" or "yield-seed"',
+            '"pool", "yield", "yield-seed" or "top"',
         )
 
 

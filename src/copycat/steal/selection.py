@@ -101,19 +101,29 @@ def rare_yields(
 
 
 def set_shares(
-    rows: list[tuple[int, str]], num_classes: int, *, warmup: int = YIELD_WARMUP
+    rows: list[tuple[int, str]],
+    num_classes: int,
+    *,
+    warmup: int = YIELD_WARMUP,
+    power: float = YIELD_POWER,
 ) -> dict[str, float] | None:
     """Each set's share of the next queries from its rare-class yield in ``rows`` (label,
     source): a class is rare when it holds under half its fair share (``1/K``) of the answers,
     and a set's yield is the share of its answers in a rare class (add-one smoothed). Shares go
-    as yield squared, each set keeping ``YIELD_FLOOR / len(sets)``. None until ``warmup``
-    answers are in, or with a single set: draw as the pool does."""
+    as yield to ``power`` (``math.inf``: the set of highest yield takes all, the first named
+    on a tie), each set keeping ``YIELD_FLOOR / len(sets)``. None until ``warmup`` answers are
+    in, or with a single set: draw as the pool does."""
     if len(rows) < max(1, warmup):
         return None
     _, counts = rare_yields(rows, num_classes)
     if len(counts) < 2:
         return None
-    w = {name: ((hits + 1) / (n + 2)) ** YIELD_POWER for name, (n, hits) in counts.items()}
+    yields = {name: (hits + 1) / (n + 2) for name, (n, hits) in counts.items()}
+    if math.isinf(power):
+        top = max(yields, key=lambda name: yields[name])
+        w = {name: float(name == top) for name in yields}
+    else:
+        w = {name: y**power for name, y in yields.items()}
     total = sum(w.values())
     return {name: (1 - YIELD_FLOOR) * v / total + YIELD_FLOOR / len(w) for name, v in w.items()}
 
@@ -189,9 +199,11 @@ class InterimSelector:
         self.model: Classifier | None = None
         self.data: FakeDataset | None = None  # the answers the interim copycat was fitted on
         self.gen = torch.Generator().manual_seed(train.seed + 7919)
-        self.set_yield = config.set_weights in ("yield", "yield-seed")
-        # "yield" also thins the candidates the interim copycat picks among to the shares
-        self.thin_yield = config.set_weights == "yield"
+        self.set_yield = config.set_weights in ("yield", "yield-seed", "top")
+        # "yield" and "top" also thin the candidates the interim copycat picks among to the
+        # shares
+        self.thin_yield = config.set_weights in ("yield", "top")
+        self.yield_power = math.inf if config.set_weights == "top" else YIELD_POWER
         # the sets' shares once the seed share is complete: its answers no longer change
         self._seed_shares: tuple[dict[str, float] | None] | None = None
         share = config.seed_fraction if seed_fraction is None else seed_fraction
@@ -269,7 +281,7 @@ class InterimSelector:
             return self._seed_shares[0]
         rows = store.labels_and_sources()[: self.seed_count]
         warmup = min(YIELD_WARMUP, self.seed_count // 4)
-        shares = set_shares(rows, self.num_classes, warmup=warmup)
+        shares = set_shares(rows, self.num_classes, warmup=warmup, power=self.yield_power)
         if answered >= self.seed_count:
             self._seed_shares = (shares,)
         return shares
