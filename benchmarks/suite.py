@@ -101,6 +101,15 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
     "jacobian-yieldseed": {"steal": {"selection": "jacobian", "set_weights": "yield-seed"}},
     # as jacobian-yield, the set of highest yield taking all the draws but the floor
     "jacobian-top": {"steal": {"selection": "jacobian", "set_weights": "top"}},
+    # the same with balanced's two fresh fits of the interim copycat instead of eight warm ones
+    "jacobian-top-fresh2": {
+        "steal": {
+            "selection": "jacobian",
+            "set_weights": "top",
+            "refits": 2,
+            "warm_refits": False,
+        }
+    },
     # pen strokes as a quarter of the pool instead of half
     "jacobian-strokes25": {
         "steal": {"selection": "jacobian"},
