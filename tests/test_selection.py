@@ -197,7 +197,8 @@ def test_set_weights_yield_draws_more_of_the_set_that_gives_rare_classes(
     alone; the other gives the nine rare classes. Weighting the sets by their yield sends far
     more of the second in the random seed share, and the labels come out more even. After the
     seed share, ``yield`` thins the candidates the interim copycat picks among to the shares;
-    ``yield-seed`` leaves it all of them, as ``pool`` does."""
+    ``yield-seed`` leaves it all of them, as ``pool`` does. ``top`` gives the rare set all
+    but the floor of the draws."""
     images, labels = rule_images(4000, 11)
     common, rare = images[labels == 0], images[labels != 0]
     train = TrainConfig(arch="cnn-tiny", epochs=1, batch_size=50, device="cpu")
@@ -210,7 +211,7 @@ def test_set_weights_yield_draws_more_of_the_set_that_gives_rare_classes(
             self.offered.append(len(cand.sources))
             return super().pick(cand, k, store)
 
-    for weights in ("pool", "yield", "yield-seed"):
+    for weights in ("pool", "yield", "yield-seed", "top"):
         cfg = StealConfig(budget=600, batch_size=50, selection="balanced", set_weights=weights)
         pool = two_set_pool(common, rare)
         selector = Counting(config=cfg, train=train, num_classes=10, interim_epochs=1)
@@ -227,6 +228,9 @@ def test_set_weights_yield_draws_more_of_the_set_that_gives_rare_classes(
     # six batches of 50 after the seed share, each picked among 5 x 50 candidates unless thinned
     assert got["pool"][2] == got["yield-seed"][2] == [250] * 6
     assert len(got["yield"][2]) == 6 and max(got["yield"][2]) < 250
+    # past the warm-up (a quarter of the seed share), the common set keeps its floor alone
+    assert got["top"][0] > got["yield"][0] and got["top"][1] < got["pool"][1]
+    assert max(got["top"][2]) < max(got["yield"][2])
 
 
 def test_set_weights_yield_keeps_synthesis_out_of_the_seed_share(
