@@ -146,10 +146,11 @@ class StealConfig:
     # answers whose class is under half its fair share), so the set that gives rare classes
     # is drawn more (copycat.steal.selection.set_shares); "yield-seed" in the seed share only,
     # the picks after it made among the pool's own candidates; "top" as "yield", the set of
-    # highest yield taking all but the floor. Not the default: "yield" and "yield-seed" are level
-    # on digits at 2,000 queries and behind on Fashion-MNIST at 5,000 on every seed
-    # (docs/suite.md, "Which set gives the rare classes", "The yield's shares in the seed share
-    # only")
+    # highest yield taking all but the floor. Not the default: all three are level on digits at
+    # 2,000 queries; "yield" and "yield-seed" are behind on Fashion-MNIST at 5,000 on every seed,
+    # and "top" leaves it behind the old recipe at 2,000 as the default is (docs/suite.md, "Which
+    # set gives the rare classes", "The yield's shares in the seed share only", "The set of
+    # highest yield alone")
     set_weights: str = "pool"
 
     def __post_init__(self) -> None:
