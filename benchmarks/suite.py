@@ -101,6 +101,11 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
     "jacobian-yieldseed": {"steal": {"selection": "jacobian", "set_weights": "yield-seed"}},
     # as jacobian-yield, the set of highest yield taking all the draws but the floor
     "jacobian-top": {"steal": {"selection": "jacobian", "set_weights": "top"}},
+    # the same with ten pool candidates per query, so that the winning set of two still gives
+    # the interim copycat five per query to pick among after the thinning
+    "jacobian-top-x10": {
+        "steal": {"selection": "jacobian", "set_weights": "top", "candidates_per_query": 10}
+    },
     # the same with balanced's two fresh fits of the interim copycat instead of eight warm ones
     "jacobian-top-fresh2": {
         "steal": {
