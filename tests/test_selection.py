@@ -169,8 +169,12 @@ def test_set_shares_follow_each_sets_rare_class_yield() -> None:
     assert set_shares([(0, "a")] * 300, 10, warmup=100) is None  # one set: nothing to weigh
     # synthesized images count for the set they were made from
     assert set_shares([(s, src + "+jacobian") for s, src in rows], 10, warmup=100) == shares
-    # "top": the set of highest yield takes all but the floor, however close the yields
-    rows = [(i % 10, "a") for i in range(200)] + [(i % 9, "b") for i in range(200)]
+    # "top": the set of highest yield takes all but the floor, however close the yields (class
+    # 9 alone is rare: 10 answers from set a, 9 from set b)
+    rows = [(9, "a")] * 10 + [(i % 9, "a") for i in range(190)]
+    rows += [(9, "b")] * 9 + [(i % 9, "b") for i in range(191)]
+    near = set_shares(rows, 10, warmup=100)
+    assert near is not None and 0.5 < near["a"] < 0.55
     top = set_shares(rows, 10, warmup=100, power=math.inf)
     assert top == pytest.approx({"a": 0.95, "b": 0.05})
 
