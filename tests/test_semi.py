@@ -67,6 +67,13 @@ def test_cli_trains_with_fixmatch_on_unqueried_pool_images(
     steal += ["--selection", "random", "--run-dir", str(run), "--device", "cpu"]
     res = runner.invoke(app, steal)
     assert res.exit_code == 0, res.output
+    noise = RunDir.at(run).read_config()["steal"]["pool"]
+    # the store holds its budget, so a rerun with another pool draws nothing: the record of
+    # the pool the answers came from stays, and the unqueried images are drawn from it
+    res = runner.invoke(app, [*steal[:4], "npd:sets=strokes", *steal[5:]])
+    assert res.exit_code == 0, res.output
+    assert RunDir.at(run).read_config()["steal"]["pool"] == noise
+    assert "noise" in str(noise) and "strokes" not in str(noise)
     free = unqueried_images(RunDir.at(run), _experiment(run), 300)
     assert free.shape == (300, *SHAPE) and free.dtype == torch.uint8
     with AnswerStore(run / "answers.sqlite") as store:

@@ -80,7 +80,7 @@ def _steal_locked(
             "oracle": redacted_oracle(cfg),
             "output": cfg.output,
             "defences": list(cfg.defences),
-            "pool": to_jsonable(cfg.pool),
+            "pool": _pool_record(run, cfg),
             "steal": to_jsonable(cfg.steal),
         },
         command,
@@ -100,6 +100,18 @@ def _steal_locked(
         names = class_names_of(oracle, oracle.num_classes) if summary is not None else None
         write_steal_json(run, summary, getattr(oracle, "ledger", None), class_names=names)
     return summary
+
+
+def _pool_record(run: RunDir, cfg: ExperimentConfig) -> Any:
+    """The pool ``config.json`` records: this run's, unless the store already holds the budget
+    and so draws nothing, where the pool its answers came from stays on record (the copy's
+    unqueried images are drawn from it, and the report names it)."""
+    recorded = run.read_config().get("steal", {}).get("pool")
+    if recorded is not None and run.store.is_file():
+        with AnswerStore(run.store) as store:
+            if store.count() >= cfg.steal.budget:
+                return recorded
+    return to_jsonable(cfg.pool)
 
 
 @dataclass(frozen=True, slots=True)
