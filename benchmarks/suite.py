@@ -115,6 +115,9 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
             "warm_refits": False,
         }
     },
+    # the pool's mix, except that the pen strokes drop to the floor where their rare yield is
+    # below clip-art's (steal.set_weights = "earned"); thinned picks still see five per query
+    "jacobian-earned": {"steal": {"selection": "jacobian", "set_weights": "earned"}},
     # pen strokes as a quarter of the pool instead of half
     "jacobian-strokes25": {
         "steal": {"selection": "jacobian"},

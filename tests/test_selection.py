@@ -18,6 +18,7 @@ from copycat.steal.loop import steal
 from copycat.steal.selection import (
     BalancedSelector,
     draw_by_set,
+    earned_shares,
     pick_balanced,
     quotas,
     set_shares,
@@ -179,6 +180,26 @@ def test_set_shares_follow_each_sets_rare_class_yield() -> None:
     assert top == pytest.approx({"a": 0.95, "b": 0.05})
 
 
+def test_earned_shares_drop_a_later_set_that_yields_less_than_the_first() -> None:
+    """The pool's first set is its base; a later one keeps its pool weight only while its rare
+    yield is at least the first's, and drops to the floor otherwise (the rest shared by the
+    pool's weights). The first set itself never drops."""
+    rows = [(0, "a/x")] * 300 + [(1 + i % 9, "b") for i in range(100)]  # b gives rare classes
+    pool = [("a", 0.5), ("b", 0.5)]
+    assert earned_shares(rows, 10, pool=pool, warmup=100) is None  # b earns: the pool's mix
+    flipped = [("b", 0.5), ("a", 0.5)]  # b first: a yields less and drops to the floor
+    assert earned_shares(rows, 10, pool=flipped, warmup=100) == pytest.approx(
+        {"b": 0.95, "a": 0.05}
+    )
+    three = [("b", 0.5), ("a", 0.25), ("c", 0.25)]  # c unseen: kept, by the pool's weights
+    got = earned_shares(rows, 10, pool=three, warmup=100)
+    floor = 0.1 / 3
+    assert got == pytest.approx({"b": (1 - floor) * 2 / 3, "a": floor, "c": (1 - floor) / 3})
+    assert earned_shares(rows[:99], 10, pool=flipped, warmup=100) is None  # warming up
+    assert earned_shares(rows, 10, pool=[("b", 1.0)], warmup=100) is None  # one set
+    assert earned_shares(rows, 10, pool=[], warmup=100) is None  # the pool was not told
+
+
 def test_draw_and_thin_by_set_keep_pool_order_within_each_set() -> None:
     sources = ("a",) * 6 + ("b",) * 6
     idx = draw_by_set(sources, 4, {"a": 0.25, "b": 0.75})
@@ -187,10 +208,12 @@ def test_draw_and_thin_by_set_keep_pool_order_within_each_set() -> None:
     assert thin_by_set(sources, {"a": 0.25, "b": 0.75}).tolist() == [0, 1, 6, 7, 8, 9, 10, 11]
 
 
-def two_set_pool(common: torch.Tensor, rare: torch.Tensor) -> Pool:
-    """A pool of two sets drawn 3 : 1, ``common`` (images of class 0) and ``rare`` (the rest)."""
+def two_set_pool(common: torch.Tensor, rare: torch.Tensor, *, rare_first: bool = False) -> Pool:
+    """A pool of two sets drawn 3 : 1, ``common`` (images of class 0) and ``rare`` (the rest);
+    ``rare_first`` names the rare set first (the pool's base set)."""
     pool = build_pool(PoolConfig(spec="noise"), shape=SHAPE)
-    pool.sources, pool.weights = [BankSource("common", common), BankSource("rare", rare)], [3, 1]
+    sets = [BankSource("common", common), BankSource("rare", rare)]
+    pool.sources, pool.weights = (sets[::-1], [1, 3]) if rare_first else (sets, [3, 1])
     return pool
 
 
@@ -201,8 +224,11 @@ def test_set_weights_yield_draws_more_of_the_set_that_gives_rare_classes(
     alone; the other gives the nine rare classes. Weighting the sets by their yield sends far
     more of the second in the random seed share, and the labels come out more even. After the
     seed share, ``yield`` thins the candidates the interim copycat picks among to the shares;
-    ``yield-seed`` leaves it all of them, as ``pool`` does. ``top`` gives the rare set all
-    but the floor of the draws."""
+    ``yield-seed`` leaves it all of them, as ``pool`` does; a thinned batch is followed by
+    batches drawn larger, so the picks see five candidates per query again. ``top`` gives the
+    rare set all but the floor of the draws. ``earned`` keeps the pool's mix while the later
+    set yields more than the first (as here), and drops the later set to the floor when the
+    rare set comes first."""
     images, labels = rule_images(4000, 11)
     common, rare = images[labels == 0], images[labels != 0]
     train = TrainConfig(arch="cnn-tiny", epochs=1, batch_size=50, device="cpu")
@@ -215,9 +241,11 @@ def test_set_weights_yield_draws_more_of_the_set_that_gives_rare_classes(
             self.offered.append(len(cand.sources))
             return super().pick(cand, k, store)
 
-    for weights in ("pool", "yield", "yield-seed", "top"):
-        cfg = StealConfig(budget=600, batch_size=50, selection="balanced", set_weights=weights)
-        pool = two_set_pool(common, rare)
+    drawn = {}
+    for weights in ("pool", "yield", "yield-seed", "top", "earned", "earned-rare-first"):
+        mode = weights.removesuffix("-rare-first")
+        cfg = StealConfig(budget=600, batch_size=50, selection="balanced", set_weights=mode)
+        pool = two_set_pool(common, rare, rare_first=weights.endswith("first"))
         selector = Counting(config=cfg, train=train, num_classes=10, interim_epochs=1)
         selector.offered = []
         with AnswerStore(tmp_path / f"{weights}.sqlite") as store:
@@ -227,14 +255,22 @@ def test_set_weights_yield_draws_more_of_the_set_that_gives_rare_classes(
             hist = torch.tensor(store.label_histogram(10)).float()
         seed_rare = sum(src == "rare" for _, src in rows[:300]) / 300
         got[weights] = (seed_rare, hist.std(), selector.offered)
+        drawn[weights] = selector.oversample
     assert got["pool"][0] < 0.35 and got["yield"][0] > 0.55 and got["yield-seed"][0] > 0.55
     assert got["yield"][1] < got["pool"][1] and got["yield-seed"][1] < got["pool"][1]
-    # six batches of 50 after the seed share, each picked among 5 x 50 candidates unless thinned
+    # six batches of 50 after the seed share, each picked among 5 x 50 candidates: the first
+    # thinned batch among fewer, the next ones drawn from more pool images to make up for it
     assert got["pool"][2] == got["yield-seed"][2] == [250] * 6
-    assert len(got["yield"][2]) == 6 and max(got["yield"][2]) < 250
+    for weights in ("yield", "top", "earned-rare-first"):
+        offered = got[weights][2]
+        assert len(offered) == 6 and offered[0] < 250 and min(offered[1:]) >= 200, weights
+    assert drawn["pool"] == drawn["yield-seed"] == 5 < drawn["yield"] < drawn["top"]
     # past the warm-up (a quarter of the seed share), the common set keeps its floor alone
     assert got["top"][0] > got["yield"][0] and got["top"][1] < got["pool"][1]
-    assert max(got["top"][2]) < max(got["yield"][2])
+    # the later set (rare) earns its share: as the pool draws; named later, common drops
+    assert got["earned"][0] < 0.35 and got["earned"][2] == [250] * 6
+    assert got["earned-rare-first"][0] > got["yield"][0]
+    assert got["earned-rare-first"][1] < got["pool"][1]
 
 
 def test_set_weights_yield_keeps_synthesis_out_of_the_seed_share(

@@ -47,6 +47,7 @@ class AdaptiveSelector(InterimSelector):
                 "bandit weighs the pool's groups itself; use jacobian or balanced with it",
                 self.config.set_weights,
             )
+            self.thin_yield = False  # the bandit draws the candidates; none are thinned
         self.lr = lr
         self.explore = explore
         self.narrow = narrow

@@ -35,10 +35,12 @@ ProgressFn = Callable[[int, int, list[int]], None]  # (answered, budget, label h
 class Selector(Protocol):
     """Label-aware selection: which of an oversampled batch of candidates to send."""
 
-    oversample: int  # candidates scored per image sent, once active
+    oversample: int  # pool images drawn per image sent, once active (read before each batch)
 
+    def know_pool(self, shares: list[tuple[str, float]]) -> None: ...  # the pool's sets
     def active(self, answered: int) -> bool: ...  # oversample from this many answers on
     def picks(self, answered: int) -> bool: ...  # past the seed share: pick and synthesize
+    def thin(self, cand: Candidates, store: AnswerStore) -> Candidates: ...  # to the shares
     def synthesize(self, cand: Candidates, store: AnswerStore) -> Candidates: ...  # add more
     def __call__(self, cand: Candidates, k: int, store: AnswerStore) -> torch.Tensor: ...
 
@@ -191,6 +193,8 @@ def steal(
         )
     st = _Progress(start=start, remaining=config.budget - start, hist=store.label_histogram(k))
     t0 = time.perf_counter()
+    if selector is not None:
+        selector.know_pool(pool.shares())
     over = selector.oversample if selector is not None else 1
     # Past the prefix that earlier runs answered, a long run of batches with nothing new means
     # the pool cannot give more distinct images (e.g. no augmentation on a small folder).
@@ -204,9 +208,11 @@ def steal(
                 break
             cand, answered = first, start + st.queried
             if selector is not None and selector.active(answered):
-                cand = _oversample(first, stream, over)
-                if answered >= config.synth_from and selector.picks(answered):
-                    cand = selector.synthesize(cand, store)
+                cand = _oversample(first, stream, selector.oversample)
+                if selector.picks(answered):
+                    cand = selector.thin(cand, store)
+                    if answered >= config.synth_from:
+                        cand = selector.synthesize(cand, store)
             ids = [image_id(img) for img in cand.images]
             fresh = _fresh(ids, store, st)
             if not fresh:

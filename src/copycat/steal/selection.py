@@ -128,6 +128,39 @@ def set_shares(
     return {name: (1 - YIELD_FLOOR) * v / total + YIELD_FLOOR / len(w) for name, v in w.items()}
 
 
+def earned_shares(
+    rows: list[tuple[int, str]],
+    num_classes: int,
+    *,
+    pool: list[tuple[str, float]],
+    warmup: int = YIELD_WARMUP,
+) -> dict[str, float] | None:
+    """Each set's share under ``set_weights = "earned"``: the pool's own (``pool``: each set's
+    name and share, in the pool's order), except that a set after the first whose rare yield in
+    ``rows`` (as :func:`set_shares` reads it) is below the first set's drops to the floor
+    (``YIELD_FLOOR / len(sets)``), the others sharing the rest by the pool's weights. The first
+    set is the pool's base (clip-art); later ones (pen strokes for grey targets) are specialists
+    that keep their share only where they give the rare classes at least as often. None until
+    ``warmup`` answers are in, with a single set, or when every set earns its share: draw as
+    the pool does."""
+    names = [name for name, share in pool if share > 0]
+    if len(rows) < max(1, warmup) or len(names) < 2:
+        return None
+    _, counts = rare_yields(rows, num_classes)
+    yields = {name: (hits + 1) / (n + 2) for name, (n, hits) in counts.items()}
+    first = yields.get(names[0])
+    if first is None:
+        return None
+    dropped = {name for name in names[1:] if name in yields and yields[name] < first}
+    if not dropped:
+        return None
+    floor = YIELD_FLOOR / len(names)
+    weights = dict(pool)
+    kept = sum(weights[name] for name in names if name not in dropped)
+    rest = 1 - floor * len(dropped)
+    return {name: floor if name in dropped else rest * weights[name] / kept for name in names}
+
+
 def _by_set(
     sources: tuple[str, ...], shares: dict[str, float]
 ) -> tuple[dict[str, list[int]], dict[str, float]]:
@@ -193,17 +226,21 @@ class InterimSelector:
         if config.warm_refits is not None:
             warm = config.warm_refits
         self.num_classes = num_classes
-        self.oversample = oversample if oversample is not None else config.candidates_per_query
+        # candidates scored per query once active; the loop reads it before each batch, and
+        # thinning to the sets' shares raises it so the picks still see this many per query
+        self.candidates = oversample if oversample is not None else config.candidates_per_query
+        self.oversample = self.candidates
         self.interim_epochs = interim_epochs
         self.warm = warm
         self.model: Classifier | None = None
         self.data: FakeDataset | None = None  # the answers the interim copycat was fitted on
         self.gen = torch.Generator().manual_seed(train.seed + 7919)
-        self.set_yield = config.set_weights in ("yield", "yield-seed", "top")
-        # "yield" and "top" also thin the candidates the interim copycat picks among to the
-        # shares
-        self.thin_yield = config.set_weights in ("yield", "top")
+        self.set_yield = config.set_weights in ("yield", "yield-seed", "top", "earned")
+        # "yield", "top" and "earned" also thin the candidates the interim copycat picks among
+        # to the shares
+        self.thin_yield = config.set_weights in ("yield", "top", "earned")
         self.yield_power = math.inf if config.set_weights == "top" else YIELD_POWER
+        self.pool_shares: list[tuple[str, float]] = []  # the pool's sets, for "earned"
         # the sets' shares once the seed share is complete: its answers no longer change
         self._seed_shares: tuple[dict[str, float] | None] | None = None
         share = config.seed_fraction if seed_fraction is None else seed_fraction
@@ -249,30 +286,44 @@ class InterimSelector:
         # weighting the sets by yield draws the seed share from oversampled candidates too
         return self.set_yield or self.picks(answered)
 
+    def know_pool(self, shares: list[tuple[str, float]]) -> None:
+        """The pool's sets and their shares, in its order (``Pool.shares``), before a steal."""
+        self.pool_shares = list(shares)
+
     def synthesize(self, cand: Candidates, store: AnswerStore) -> Candidates:
         """Extra candidates made from ``cand`` (and the answers); the base adds none."""
         return cand
 
-    def __call__(self, cand: Candidates, k: int, store: AnswerStore) -> torch.Tensor:
+    def thin(self, cand: Candidates, store: AnswerStore) -> Candidates:
+        """The candidates the picks choose among, past the seed share: all of them, or, when
+        the sets are weighted by their yield and thinned, each set's candidates cut to its
+        share (before any synthesis, so no push is spent on a candidate thinned away). The
+        next batch then draws enough candidates that ``candidates`` per query remain."""
         answered = store.count()
-        seed_share = not self.picks(answered)
-        shares = (
-            self._shares(store, answered)
-            if self.set_yield and (seed_share or self.thin_yield)
-            else None
-        )
-        if seed_share:  # random seed share: pool order
-            return torch.arange(k) if shares is None else draw_by_set(cand.sources, k, shares)
-        self.ready(store)
+        if not (self.thin_yield and self.picks(answered)):
+            return cand
+        shares = self._shares(store, answered)
         if shares is None:
-            return self.pick(cand, k, store)
+            self.oversample = self.candidates
+            return cand
         keep = thin_by_set(cand.sources, shares)
-        if len(keep) < k:
-            keep = torch.arange(len(cand.sources))
-        sub = Candidates(
+        if len(keep) == 0:
+            return cand
+        # at most four times as many: a set of the pool's that gives almost no candidates
+        # should not make every batch huge
+        ratio = len(cand.sources) / len(keep)
+        self.oversample = min(4 * self.candidates, math.ceil(self.candidates * ratio - 1e-9))
+        return Candidates(
             images=cand.images[keep], sources=tuple(cand.sources[i] for i in keep.tolist())
         )
-        return keep[self.pick(sub, k, store)]
+
+    def __call__(self, cand: Candidates, k: int, store: AnswerStore) -> torch.Tensor:
+        answered = store.count()
+        if not self.picks(answered):  # random seed share: pool order, or drawn by the shares
+            shares = self._shares(store, answered) if self.set_yield else None
+            return torch.arange(k) if shares is None else draw_by_set(cand.sources, k, shares)
+        self.ready(store)
+        return self.pick(cand, k, store)
 
     def _shares(self, store: AnswerStore, answered: int) -> dict[str, float] | None:
         """The sets' shares from the seed share's answers (the picks after it aim at rare
@@ -281,7 +332,10 @@ class InterimSelector:
             return self._seed_shares[0]
         rows = store.labels_and_sources()[: self.seed_count]
         warmup = min(YIELD_WARMUP, self.seed_count // 4)
-        shares = set_shares(rows, self.num_classes, warmup=warmup, power=self.yield_power)
+        if self.config.set_weights == "earned":
+            shares = earned_shares(rows, self.num_classes, pool=self.pool_shares, warmup=warmup)
+        else:
+            shares = set_shares(rows, self.num_classes, warmup=warmup, power=self.yield_power)
         if answered >= self.seed_count:
             self._seed_shares = (shares,)
         return shares
