@@ -226,9 +226,9 @@ def test_set_weights_yield_draws_more_of_the_set_that_gives_rare_classes(
     seed share, ``yield`` thins the candidates the interim copycat picks among to the shares;
     ``yield-seed`` leaves it all of them, as ``pool`` does; a thinned batch is followed by
     batches drawn larger, so the picks see five candidates per query again. ``top`` gives the
-    rare set all but the floor of the draws. ``earned`` keeps the pool's mix while the later
-    set yields more than the first (as here), and drops the later set to the floor when the
-    rare set comes first."""
+    rare set all but the floor of the draws. ``earned`` is the pool's own steal, answer for answer,
+    while the later set yields more than the first (as here), and drops the later set to the
+    floor when the rare set comes first."""
     images, labels = rule_images(4000, 11)
     common, rare = images[labels == 0], images[labels != 0]
     train = TrainConfig(arch="cnn-tiny", epochs=1, batch_size=50, device="cpu")
@@ -241,7 +241,7 @@ def test_set_weights_yield_draws_more_of_the_set_that_gives_rare_classes(
             self.offered.append(len(cand.sources))
             return super().pick(cand, k, store)
 
-    drawn = {}
+    drawn, answers = {}, {}
     for weights in ("pool", "yield", "yield-seed", "top", "earned", "earned-rare-first"):
         mode = weights.removesuffix("-rare-first")
         cfg = StealConfig(budget=600, batch_size=50, selection="balanced", set_weights=mode)
@@ -256,6 +256,7 @@ def test_set_weights_yield_draws_more_of_the_set_that_gives_rare_classes(
         seed_rare = sum(src == "rare" for _, src in rows[:300]) / 300
         got[weights] = (seed_rare, hist.std(), selector.offered)
         drawn[weights] = selector.oversample
+        answers[weights] = rows
     assert got["pool"][0] < 0.35 and got["yield"][0] > 0.55 and got["yield-seed"][0] > 0.55
     assert got["yield"][1] < got["pool"][1] and got["yield-seed"][1] < got["pool"][1]
     # six batches of 50 after the seed share, each picked among 5 x 50 candidates: the first
@@ -267,8 +268,9 @@ def test_set_weights_yield_draws_more_of_the_set_that_gives_rare_classes(
     assert drawn["pool"] == drawn["yield-seed"] == 5 < drawn["yield"] < drawn["top"]
     # past the warm-up (a quarter of the seed share), the common set keeps its floor alone
     assert got["top"][0] > got["yield"][0] and got["top"][1] < got["pool"][1]
-    # the later set (rare) earns its share: as the pool draws; named later, common drops
-    assert got["earned"][0] < 0.35 and got["earned"][2] == [250] * 6
+    # the later set (rare) earns its share: the pool's own steal, answer for answer; named
+    # later, common drops
+    assert answers["earned"] == answers["pool"] and got["earned"][2] == [250] * 6
     assert got["earned-rare-first"][0] > got["yield"][0]
     assert got["earned-rare-first"][1] < got["pool"][1]
 

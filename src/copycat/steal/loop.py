@@ -37,7 +37,7 @@ class Selector(Protocol):
 
     oversample: int  # pool images drawn per image sent, once active (read before each batch)
 
-    def know_pool(self, shares: list[tuple[str, float]]) -> None: ...  # the pool's sets
+    def begin(self, pool: list[tuple[str, float]], store: AnswerStore) -> None: ...  # a steal
     def active(self, answered: int) -> bool: ...  # oversample from this many answers on
     def picks(self, answered: int) -> bool: ...  # past the seed share: pick and synthesize
     def thin(self, cand: Candidates, store: AnswerStore) -> Candidates: ...  # to the shares
@@ -194,7 +194,7 @@ def steal(
     st = _Progress(start=start, remaining=config.budget - start, hist=store.label_histogram(k))
     t0 = time.perf_counter()
     if selector is not None:
-        selector.know_pool(pool.shares())
+        selector.begin(pool.shares(), store)
     over = selector.oversample if selector is not None else 1
     # Past the prefix that earlier runs answered, a long run of batches with nothing new means
     # the pool cannot give more distinct images (e.g. no augmentation on a small folder).

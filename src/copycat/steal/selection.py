@@ -241,6 +241,7 @@ class InterimSelector:
         self.thin_yield = config.set_weights in ("yield", "top", "earned")
         self.yield_power = math.inf if config.set_weights == "top" else YIELD_POWER
         self.pool_shares: list[tuple[str, float]] = []  # the pool's sets, for "earned"
+        self.store: AnswerStore | None = None  # the steal's, from begin()
         # the sets' shares once the seed share is complete: its answers no longer change
         self._seed_shares: tuple[dict[str, float] | None] | None = None
         share = config.seed_fraction if seed_fraction is None else seed_fraction
@@ -283,12 +284,20 @@ class InterimSelector:
         return answered >= self.seed_count
 
     def active(self, answered: int) -> bool:
-        # weighting the sets by yield draws the seed share from oversampled candidates too
-        return self.set_yield or self.picks(answered)
+        # weighting the sets by yield draws the seed share from oversampled candidates too;
+        # "earned" only once a set has dropped, so where every set earns its share the steal
+        # is the pool's own, answer for answer
+        if self.picks(answered) or not self.set_yield:
+            return self.picks(answered)
+        if self.config.set_weights != "earned":
+            return True
+        return self.store is not None and self._shares(self.store, answered) is not None
 
-    def know_pool(self, shares: list[tuple[str, float]]) -> None:
-        """The pool's sets and their shares, in its order (``Pool.shares``), before a steal."""
-        self.pool_shares = list(shares)
+    def begin(self, pool: list[tuple[str, float]], store: AnswerStore) -> None:
+        """Before a steal: the pool's sets and their shares, in its order (``Pool.shares``),
+        and the store its answers go to."""
+        self.pool_shares = list(pool)
+        self.store = store
 
     def synthesize(self, cand: Candidates, store: AnswerStore) -> Candidates:
         """Extra candidates made from ``cand`` (and the answers); the base adds none."""
