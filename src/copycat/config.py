@@ -120,6 +120,8 @@ class StealConfig:
     # refitted each time the answers double, so every prefix of a run was selected as a run of
     # that budget would be (its budget curve measures the selection, not just the seed share).
     seed_max: int | None = None
+    # candidates the interim copycat scores per query sent; where set_weights thins them to the
+    # sets' shares, the pool is drawn that much more so that this many remain
     candidates_per_query: int = 5
     # How often the interim copycat is fitted over a run (None: the selection's own number,
     # e.g. 4 for jacobian, 2 for balanced; see copycat.steal.strategies).
@@ -153,9 +155,10 @@ class StealConfig:
     # set after the pool's first (the pen strokes after clip-art) whose yield is below the
     # first's drops to the floor. Not the default: "yield", "yield-seed" and "top" are level on
     # digits at 2,000 queries; "yield" and "yield-seed" are behind on Fashion-MNIST at 5,000 on
-    # every seed, and "top" leaves it behind the old recipe at 2,000 as the default is
-    # (docs/suite.md, "Which set gives the rare classes", "The yield's shares in the seed share
-    # only", "The set of highest yield alone", "Strokes that must earn their share")
+    # every seed, and "top" leaves it behind the old recipe at 2,000 as the default is;
+    # "earned" is the default's steal on digits and gains on Fashion-MNIST at 2,000, but loses
+    # at 20,000 (docs/suite.md, "Which set gives the rare classes", "The yield's shares in the
+    # seed share only", "The set of highest yield alone", "Strokes that must earn their share")
     set_weights: str = "pool"
 
     def __post_init__(self) -> None:
