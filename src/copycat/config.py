@@ -215,7 +215,7 @@ class StealConfig:
             self.set_weights in SET_WEIGHTS,
             "steal.set_weights",
             self.set_weights,
-            '"pool", "yield", "yield-seed", "top" or "earned"',
+            ", ".join(SET_WEIGHTS),
         )
 
 

@@ -242,8 +242,9 @@ class InterimSelector:
         self.yield_power = math.inf if config.set_weights == "top" else YIELD_POWER
         self.pool_shares: list[tuple[str, float]] = []  # the pool's sets, for "earned"
         self.store: AnswerStore | None = None  # the steal's, from begin()
-        # the sets' shares once the seed share is complete: its answers no longer change
-        self._seed_shares: tuple[dict[str, float] | None] | None = None
+        # the sets' shares and how many seed answers they were read from: read once per batch
+        # until the seed share is complete (whose answers then no longer change), then kept
+        self._read_shares: tuple[int, dict[str, float] | None] | None = None
         share = config.seed_fraction if seed_fraction is None else seed_fraction
         seed = int(config.budget * share)
         if config.seed_max is not None:
@@ -287,8 +288,10 @@ class InterimSelector:
         # weighting the sets by yield draws the seed share from oversampled candidates too;
         # "earned" only once a set has dropped, so where every set earns its share the steal
         # is the pool's own, answer for answer
-        if self.picks(answered) or not self.set_yield:
-            return self.picks(answered)
+        if self.picks(answered):
+            return True
+        if not self.set_yield:
+            return False
         if self.config.set_weights != "earned":
             return True
         return self.store is not None and self._shares(self.store, answered) is not None
@@ -336,17 +339,17 @@ class InterimSelector:
 
     def _shares(self, store: AnswerStore, answered: int) -> dict[str, float] | None:
         """The sets' shares from the seed share's answers (the picks after it aim at rare
-        classes), read once more per batch until the seed share is complete, then kept."""
-        if self._seed_shares is not None:
-            return self._seed_shares[0]
+        classes), read once per count of answers until the seed share is complete, then kept."""
+        seen = min(answered, self.seed_count)
+        if self._read_shares is not None and self._read_shares[0] == seen:
+            return self._read_shares[1]
         rows = store.labels_and_sources()[: self.seed_count]
         warmup = min(YIELD_WARMUP, self.seed_count // 4)
         if self.config.set_weights == "earned":
             shares = earned_shares(rows, self.num_classes, pool=self.pool_shares, warmup=warmup)
         else:
             shares = set_shares(rows, self.num_classes, warmup=warmup, power=self.yield_power)
-        if answered >= self.seed_count:
-            self._seed_shares = (shares,)
+        self._read_shares = (seen, shares)
         return shares
 
     def pick(self, cand: Candidates, k: int, store: AnswerStore) -> torch.Tensor:
