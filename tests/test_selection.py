@@ -21,6 +21,7 @@ from copycat.steal.selection import (
     earned_shares,
     pick_balanced,
     quotas,
+    refit_rows,
     set_shares,
     thin_by_set,
 )
@@ -93,6 +94,44 @@ def test_refits_continue_the_interim_copycat_or_start_afresh_as_configured(
         assert store.count() == 400
     assert len(models) == 3
     assert len({id(m) for m in models}) == (1 if selector.warm else 3)
+
+
+def test_refit_rows_keep_every_new_answer_and_draw_the_rest_from_earlier_ones() -> None:
+    assert refit_rows(4000, fitted=3000, cap=5000, seed=0) is None  # within the cap
+    assert refit_rows(9000, fitted=8000, cap=None, seed=0) is None
+    rows = refit_rows(9000, fitted=8000, cap=5000, seed=0)
+    assert rows is not None and len(rows) == 5000 and len(set(rows.tolist())) == 5000
+    assert torch.equal(rows[-1000:], torch.arange(8000, 9000))  # every unseen answer
+    assert bool((rows[:-1000] < 8000).all()) and bool((rows[:-1000].diff() > 0).all())
+    assert torch.equal(rows, refit_rows(9000, fitted=8000, cap=5000, seed=0))  # reproducible
+    assert not torch.equal(rows, refit_rows(9000, fitted=8000, cap=5000, seed=1))
+    # more new answers than the cap: the newest
+    assert torch.equal(refit_rows(9000, fitted=1000, cap=500, seed=0), torch.arange(8500, 9000))
+
+
+def test_warm_refits_train_on_at_most_refit_answers(
+    victim: TorchOracle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from copycat.steal import selection
+
+    sizes: list[int] = []
+    real_fit = selection.fit
+
+    def record(model, images, labels, **kw):  # type: ignore[no-untyped-def]
+        sizes.append(len(labels))
+        return real_fit(model, images, labels, **kw)
+
+    monkeypatch.setattr(selection, "fit", record)
+    cfg = StealConfig(budget=400, batch_size=50, selection="jacobian", refit_answers=150)
+    train = TrainConfig(arch="cnn-tiny", epochs=1, batch_size=50, device="cpu")
+    selector = JacobianSelector(config=cfg, train=train, num_classes=10, refits=3, warm=True)
+    pool = build_pool(PoolConfig(spec="noise"), shape=SHAPE)
+    pool.sources = [BankSource("rule", rule_images(3000, 5)[0])]
+    with AnswerStore(tmp_path / "a.sqlite") as store:
+        steal(LabelOnly(victim), pool, store, config=cfg, selector=selector)
+        assert store.count() == 400
+    # the first fit (fresh) takes every answer of the seed share; the warm ones at most 150
+    assert sizes[0] == 200 and sizes[1:] == [150, 150]
 
 
 def test_capped_seed_share_refits_each_time_the_answers_double() -> None:

@@ -131,6 +131,11 @@ class StealConfig:
     # fresh for balanced; see copycat.steal.strategies). Fresh jacobian refits lost on digits
     # at 2,000 queries (-0.021 over 10 seeds; docs/suite.md).
     warm_refits: bool | None = None
+    # A warm refit trains on at most this many answers: every answer since the last fit, the
+    # rest a seeded random draw of the earlier ones (None: every answer). The copy it continues
+    # has seen the earlier answers, so the refits' cost stays flat as the store grows instead
+    # of growing with it. Stores up to this size refit on every answer, as before.
+    refit_answers: int | None = 5_000
     # Synthesis (jacobian, boundary, mixup): at most this share of each batch of queries is made
     # of synthesized images; jacobian's pushes take up to synth_steps signed-gradient steps on
     # the interim copycat, each synth_step_size of the pixel range, and stop once the interim
@@ -196,6 +201,12 @@ class StealConfig:
             "steal.refits",
             self.refits,
             "an integer in 1..1000, or None for the selection's own number",
+        )
+        _check(
+            self.refit_answers is None or self.refit_answers >= 1,
+            "steal.refit_answers",
+            self.refit_answers,
+            "an integer >= 1, or None for every answer",
         )
         _check(0.0 <= self.synth_share <= 1.0, "steal.synth_share", self.synth_share, "[0, 1]")
         _check(0 <= self.synth_steps <= 1000, "steal.synth_steps", self.synth_steps, "0..1000")

@@ -195,6 +195,22 @@ def thin_by_set(sources: tuple[str, ...], shares: dict[str, float]) -> torch.Ten
     return torch.tensor(sorted(kept), dtype=torch.int64)
 
 
+def refit_rows(n: int, *, fitted: int, cap: int | None, seed: int) -> torch.Tensor | None:
+    """The rows of a store of ``n`` answers that a warm refit trains on, in store order: every
+    answer after the first ``fitted`` (those the interim copycat has not seen; the newest
+    ``cap`` if they are more), the rest of ``cap`` drawn at random from the earlier ones with
+    a generator seeded by ``seed`` and ``n`` (so a rerun draws the same). None: every answer
+    (no cap, or a store within it)."""
+    if cap is None or n <= cap:
+        return None
+    new = torch.arange(min(fitted, n), n)
+    if len(new) >= cap:
+        return new[-cap:]
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + n)
+    old = torch.randperm(n - len(new), generator=gen)[: cap - len(new)]
+    return torch.cat([old.sort().values, new])
+
+
 class InterimSelector:
     """The seed share (pool order), then picks made with an interim copycat refitted on a
     schedule. Subclasses override :meth:`pick` and, to make candidates the pool alone does not
@@ -378,11 +394,24 @@ class InterimSelector:
             self.train, epochs=self.interim_epochs, balance=True, val_fraction=0.0
         )
         model = self.model if self.warm and self.model is not None else None
+        images, labels = data.images, data.labels
         if model is None:
             arch = INTERIM_AUTO_ARCH if is_auto(cfg.arch) else cfg.arch
             model = init_model(arch, data.images, num_classes=self.num_classes, seed=cfg.seed)
-        log.info("selection: interim copycat on %d answers", len(data))
-        fit(model, data.images, data.labels, config=cfg)
+            log.info("selection: interim copycat on %d answers", len(data))
+        else:
+            rows = refit_rows(
+                len(data),
+                fitted=len(self.data) if self.data is not None else 0,
+                cap=self.config.refit_answers,
+                seed=cfg.seed,
+            )
+            if rows is not None:
+                images, labels = images[rows], labels[rows]
+            log.info(
+                "selection: interim copycat refitted on %d of %d answers", len(labels), len(data)
+            )
+        fit(model, images, labels, config=cfg)
         self.model = model.eval()
         self.data = data
         self.refitted(data)
