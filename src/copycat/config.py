@@ -134,7 +134,8 @@ class StealConfig:
     # A warm refit trains on at most this many answers: every answer since the last fit, the
     # rest a seeded random draw of the earlier ones (None: every answer). The copy it continues
     # has seen the earlier answers, so the refits' cost stays flat as the store grows instead
-    # of growing with it. Stores up to this size refit on every answer, as before.
+    # of growing with it. Stores up to this size refit on every answer (so a value at the
+    # budget refits on every answer at any size).
     refit_answers: int | None = 5_000
     # Synthesis (jacobian, boundary, mixup): at most this share of each batch of queries is made
     # of synthesized images; jacobian's pushes take up to synth_steps signed-gradient steps on
