@@ -146,6 +146,7 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
     "jacobian-fresh": {"steal": {"selection": "jacobian", "warm_refits": False}},
     # every warm refit on every answer, as before steal.refit_answers (5,000 by default)
     "jacobian-refitall": {"steal": {"selection": "jacobian", "refit_answers": None}},
+    "jacobian-refit10k": {"steal": {"selection": "jacobian", "refit_answers": 10_000}},
     # jacobian's own refits until 799ebf1 (8 since: jacobian-refits8 is the default now)
     "jacobian-refits4": {"steal": {"selection": "jacobian", "refits": 4}},
     # twice the default's refits again: 16 fits of the interim copycat
