@@ -144,8 +144,10 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
     "jacobian-refits8": {"steal": {"selection": "jacobian", "refits": 8}},
     # jacobian with each refit of the interim copycat started afresh, as balanced's are
     "jacobian-fresh": {"steal": {"selection": "jacobian", "warm_refits": False}},
-    # every warm refit on every answer, as before steal.refit_answers (5,000 by default)
+    # every warm refit on every answer: the default (named so while 5,000 was, at da02cac)
     "jacobian-refitall": {"steal": {"selection": "jacobian", "refit_answers": None}},
+    # warm refits on at most 5,000 / 10,000 answers (steal.refit_answers)
+    "jacobian-refit5k": {"steal": {"selection": "jacobian", "refit_answers": 5_000}},
     "jacobian-refit10k": {"steal": {"selection": "jacobian", "refit_answers": 10_000}},
     # jacobian's own refits until 799ebf1 (8 since: jacobian-refits8 is the default now)
     "jacobian-refits4": {"steal": {"selection": "jacobian", "refits": 4}},

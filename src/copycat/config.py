@@ -133,10 +133,12 @@ class StealConfig:
     warm_refits: bool | None = None
     # A warm refit trains on at most this many answers: every answer since the last fit, the
     # rest a seeded random draw of the earlier ones (None: every answer). The copy it continues
-    # has seen the earlier answers, so the refits' cost stays flat as the store grows instead
-    # of growing with it. Stores up to this size refit on every answer (so a value at the
-    # budget refits on every answer at any size).
-    refit_answers: int | None = 5_000
+    # has seen the earlier answers, so the refits' cost stays flat as the store grows instead of
+    # growing with it (8 warm refits of 3 epochs over every answer cost about twice the final
+    # copy's training at 20,000 answers, and grow with the budget). Not the default: 5,000 saved
+    # about a third of a 20,000-query steal's time and lost on every Fashion-MNIST seed
+    # (docs/suite.md, "Warm refits on fewer answers").
+    refit_answers: int | None = None
     # Synthesis (jacobian, boundary, mixup): at most this share of each batch of queries is made
     # of synthesized images; jacobian's pushes take up to synth_steps signed-gradient steps on
     # the interim copycat, each synth_step_size of the pixel range, and stop once the interim
