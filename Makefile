@@ -109,7 +109,7 @@ suite: setup  ## suite data (scikit-learn digits, npm emoji) and its targets in 
 	      --wildcards package/emoji.json package/LICENSE "package/img/$$s/64/*" || exit 1; \
 	  fi; \
 	done
-	$(BIN)/copycat target suite --out $(SUITE) --device $(DEVICE)
+	$(BIN)/copycat target suite --out $(SUITE) --device $(DEVICE) --reuse fmnist=targets/fmnist
 
 bench-suite: suite  ## steal strength across the suite (quick: minutes on 2 CPU cores)
 	$(BIN)/python benchmarks/suite.py --quick

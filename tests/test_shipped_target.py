@@ -41,3 +41,39 @@ def test_the_shipped_demo_target_classifies_fashion_mnist() -> None:
     # and not by chance: shuffled labels score near a tenth
     shuffled = labels[torch.randperm(500, generator=torch.Generator().manual_seed(0))]
     assert float((answer.labels == shuffled).float().mean()) < 0.3
+
+
+def test_make_suite_reuses_the_shipped_target_as_the_suites_fmnist(tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from copycat.cli.main import app
+    from copycat.oracles.local import TargetCard
+    from copycat.targets.suite import build_suite, reuse_mismatch, suite_target
+
+    t = suite_target("fmnist")
+    # the shipped card is the suite's recipe: copied, not trained (a training would take minutes)
+    assert reuse_mismatch(t, TargetCard.load(SHIPPED), t.config()) is None
+    cards = build_suite(tmp_path / "suite", names=("fmnist",), reuse={"fmnist": SHIPPED})
+    assert cards["fmnist"].test_accuracy == pytest.approx(0.9118)
+    assert file_digest(tmp_path / "suite" / "fmnist" / WEIGHTS_NAME) == SHA256
+    assert TorchOracle(tmp_path / "suite" / "fmnist").num_classes == 10
+    # a card of another recipe is named, not reused
+    other = tmp_path / "other"
+    shutil.copytree(SHIPPED, other)
+    card = json.loads((other / "card.json").read_text())
+    card["extra"]["epochs"] = 5
+    (other / "card.json").write_text(json.dumps(card))
+    assert reuse_mismatch(t, TargetCard.load(other), t.config()) == "epochs 5, not 6"
+    assert reuse_mismatch(t, TargetCard.load(SHIPPED), t.config(quick=True)) == "epochs 6, not 1"
+    # the command line: NAME=PATH pairs, suite names only, each refusal naming the fix
+    runner = CliRunner()
+    res = runner.invoke(app, ["target", "suite", "--out", str(tmp_path / "s2"), "--reuse", "x"])
+    assert res.exit_code != 0 and "NAME=PATH" in res.output
+    res = runner.invoke(
+        app, ["target", "suite", "--out", str(tmp_path / "s2"), "--reuse", f"mnist={SHIPPED}"]
+    )
+    assert res.exit_code != 0 and "not suite targets" in res.output and "fmnist" in res.output
+    assert not (tmp_path / "s2").exists()

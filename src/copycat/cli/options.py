@@ -298,6 +298,14 @@ SuiteOnlyOpt = Annotated[
     str,
     typer.Option("--only", help="Comma-separated suite targets (default: fmnist, digits, emoji)."),
 ]
+SuiteReuseOpt = Annotated[
+    str,
+    typer.Option(
+        "--reuse",
+        help="Comma-separated NAME=PATH: a published target copied in place of training suite "
+        "target NAME, where its card says it is the suite's recipe (e.g. fmnist=targets/fmnist).",
+    ),
+]
 QuickOpt = Annotated[bool, typer.Option(help="Few epochs: quick, weaker targets.")]
 BudgetsOpt = Annotated[
     str, typer.Option(help="Answer counts to train copycats on, e.g. 1k,2k,5k,10k,20k.")

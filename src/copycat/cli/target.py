@@ -18,9 +18,11 @@ from copycat.cli.options import (
     SeedOpt,
     SuiteOnlyOpt,
     SuiteOutOpt,
+    SuiteReuseOpt,
     TargetOutOpt,
     TargetShapeOpt,
 )
+from copycat.errors import ConfigError
 
 target_app = typer.Typer(help="Train and publish targets (victims to audit).", no_args_is_help=True)
 
@@ -59,10 +61,24 @@ def target_train(
     )
 
 
+def parse_reuse(text: str) -> dict[str, Path]:
+    """``--reuse``'s comma-separated NAME=PATH pairs."""
+    out: dict[str, Path] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, sep, path = part.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise ConfigError(f"--reuse {part!r}: write NAME=PATH, e.g. fmnist=targets/fmnist")
+        out[name.strip()] = Path(path.strip())
+    return out
+
+
 @target_app.command("suite")
 def target_suite(
     out: SuiteOutOpt = Path("targets/suite"),
     only: SuiteOnlyOpt = "",
+    reuse: SuiteReuseOpt = "",
     quick: QuickOpt = False,
     seed: SeedOpt = 0,
     device: DeviceOpt = TARGET.train.device,
@@ -73,7 +89,8 @@ def target_suite(
 
     names = tuple(n.strip() for n in only.split(",") if n.strip()) or None
     with errors():  # epochs differ per target: the library's log lines show progress
-        cards = build_suite(out, names=names, quick=quick, device=device, seed=seed)
+        sources = parse_reuse(reuse)
+        cards = build_suite(out, names=names, quick=quick, device=device, seed=seed, reuse=sources)
     table(
         f"suite {out}",
         [

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from copycat.config import TrainConfig
-from copycat.errors import ConfigError
-from copycat.oracles.local import TargetCard
+from copycat.errors import ConfigError, CopycatError
+from copycat.oracles.local import CARD_NAME, WEIGHTS_NAME, TargetCard
 from copycat.targets.publish import train_target_on
 from copycat.train.fit import StepFn
 
@@ -145,6 +148,48 @@ def suite_target(name: str) -> SuiteTarget:
     )
 
 
+def reuse_mismatch(t: SuiteTarget, card: TargetCard, config: TrainConfig) -> str | None:
+    """Why a published target (``card``) is not ``t`` trained with ``config``; None: it is
+    (the same architecture, labelled split, epochs and seed)."""
+    wanted = {
+        "arch": config.arch,
+        "dataset": f"{t.dataset}:train",
+        "epochs": config.epochs,
+        "seed": config.seed,
+    }
+    found = {
+        "arch": card.arch,
+        "dataset": card.dataset,
+        "epochs": card.extra.get("epochs"),
+        "seed": card.extra.get("seed"),
+    }
+    diff = [f"{k} {found[k]!r}, not {v!r}" for k, v in wanted.items() if found[k] != v]
+    return "; ".join(diff) or None
+
+
+def _reuse(t: SuiteTarget, source: Path, folder: Path, config: TrainConfig) -> bool:
+    """Copy the published target in ``source`` (card and weights) to ``folder`` if it is ``t``
+    trained with ``config``; False (with the reason logged) if it is not or is unreadable."""
+    try:
+        card = TargetCard.load(source)
+    except CopycatError as exc:
+        log.warning("suite target %s: not reusing %s (%s)", t.name, source, exc)
+        return False
+    why = reuse_mismatch(t, card, config)
+    if why is None and not (source / WEIGHTS_NAME).is_file():
+        why = f"no {WEIGHTS_NAME}"
+    if why is not None:
+        log.warning("suite target %s: not reusing %s (%s); training it", t.name, source, why)
+        return False
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in (WEIGHTS_NAME, CARD_NAME):  # the card last: a folder with a card is complete
+        part = folder / f".{name}.part"
+        shutil.copyfile(source / name, part)
+        os.replace(part, folder / name)
+    log.info("suite target %s: reused %s (%s, %s)", t.name, source, card.arch, card.dataset)
+    return True
+
+
 def build_suite(
     root: str | Path,
     *,
@@ -152,17 +197,32 @@ def build_suite(
     quick: bool = False,
     device: str = "auto",
     seed: int = 0,
+    reuse: Mapping[str, Path] | None = None,
     on_step: StepFn | None = None,
 ) -> dict[str, TargetCard]:
     """Train every core suite target (or those in ``names``) missing under ``root``; returns
-    the card of each, trained now or found."""
+    the card of each, trained now or found. ``reuse``: published targets by suite name (e.g.
+    the demo's shipped ``targets/fmnist``), copied in place of training where their card says
+    they are the suite's recipe (architecture, split, epochs, seed); no ONNX file is made
+    for them (the suite's oracles are ``torch:``)."""
     cards: dict[str, TargetCard] = {}
     chosen = tuple(t for t in SUITE if t.core) if names is None else tuple(map(suite_target, names))
+    known = {t.name for t in SUITE}
+    unknown = sorted(set(reuse or {}) - known)
+    if unknown:
+        raise ConfigError(
+            f"--reuse names {', '.join(unknown)}, not suite targets; accepted: "
+            + ", ".join(sorted(known))
+        )
     for t in chosen:
         folder = Path(root) / t.name
-        if not (folder / "card.json").is_file():
-            log.info("training suite target %s (%s, %s)", t.name, t.dataset, t.train.arch)
+        if not (folder / CARD_NAME).is_file():
             cfg = t.config(quick=quick, device=device, seed=seed)
+            source = (reuse or {}).get(t.name)
+            if source is not None and _reuse(t, Path(source), folder, cfg):
+                cards[t.name] = TargetCard.load(folder)
+                continue
+            log.info("training suite target %s (%s, %s)", t.name, t.dataset, t.train.arch)
             train_target_on(t.dataset, out=folder, config=cfg, on_step=on_step)
         cards[t.name] = TargetCard.load(folder)
     return cards
