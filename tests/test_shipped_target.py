@@ -77,3 +77,8 @@ def test_make_suite_reuses_the_shipped_target_as_the_suites_fmnist(tmp_path: Pat
     )
     assert res.exit_code != 0 and "not suite targets" in res.output and "fmnist" in res.output
     assert not (tmp_path / "s2").exists()
+    res = runner.invoke(
+        app, ["target", "suite", "--out", str(tmp_path / "s2"), "--reuse", "fmnist=nowhere"]
+    )
+    assert res.exit_code != 0 and "no card.json in nowhere" in res.output
+    assert not (tmp_path / "s2" / "fmnist").exists()

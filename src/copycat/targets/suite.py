@@ -169,12 +169,14 @@ def reuse_mismatch(t: SuiteTarget, card: TargetCard, config: TrainConfig) -> str
 
 def _reuse(t: SuiteTarget, source: Path, folder: Path, config: TrainConfig) -> bool:
     """Copy the published target in ``source`` (card and weights) to ``folder`` if it is ``t``
-    trained with ``config``; False (with the reason logged) if it is not or is unreadable."""
+    trained with ``config``; False (with the reason logged) if it is not. A ``source`` with
+    no readable card is refused (:class:`ConfigError`)."""
     try:
         card = TargetCard.load(source)
-    except CopycatError as exc:
-        log.warning("suite target %s: not reusing %s (%s)", t.name, source, exc)
-        return False
+    except CopycatError as exc:  # a mistyped path: training instead would take minutes unasked
+        raise ConfigError(
+            f"--reuse {t.name}={source}: {exc}; or leave {t.name} out of --reuse to train it"
+        ) from exc
     why = reuse_mismatch(t, card, config)
     if why is None and not (source / WEIGHTS_NAME).is_file():
         why = f"no {WEIGHTS_NAME}"
