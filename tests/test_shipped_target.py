@@ -60,6 +60,14 @@ def test_make_suite_reuses_the_shipped_target_as_the_suites_fmnist(tmp_path: Pat
     assert cards["fmnist"].test_accuracy == pytest.approx(0.9118)
     assert file_digest(tmp_path / "suite" / "fmnist" / WEIGHTS_NAME) == SHA256
     assert TorchOracle(tmp_path / "suite" / "fmnist").num_classes == 10
+    # another folder of the recipe is reused under the suite's name
+    named = tmp_path / "shipped-elsewhere"
+    shutil.copytree(SHIPPED, named)
+    card = json.loads((named / "card.json").read_text())
+    (named / "card.json").write_text(json.dumps(card | {"name": "shipped-elsewhere"}))
+    build_suite(tmp_path / "suite2", names=("fmnist",), reuse={"fmnist": named})
+    assert TargetCard.load(tmp_path / "suite2" / "fmnist").name == "fmnist"
+    assert not list((tmp_path / "suite2" / "fmnist").glob("*.part"))
     # a card of another recipe is named, not reused
     other = tmp_path / "other"
     shutil.copytree(SHIPPED, other)

@@ -184,10 +184,11 @@ def _reuse(t: SuiteTarget, source: Path, folder: Path, config: TrainConfig) -> b
         log.warning("suite target %s: not reusing %s (%s); training it", t.name, source, why)
         return False
     folder.mkdir(parents=True, exist_ok=True)
-    for name in (WEIGHTS_NAME, CARD_NAME):  # the card last: a folder with a card is complete
-        part = folder / f".{name}.part"
-        shutil.copyfile(source / name, part)
-        os.replace(part, folder / name)
+    part = folder / f".{WEIGHTS_NAME}.part"
+    shutil.copyfile(source / WEIGHTS_NAME, part)
+    os.replace(part, folder / WEIGHTS_NAME)
+    # the card last (a folder with a card is complete), named as the suite names the target
+    dataclasses.replace(card, name=t.name).save(folder)
     log.info("suite target %s: reused %s (%s, %s)", t.name, source, card.arch, card.dataset)
     return True
 
