@@ -67,7 +67,7 @@ def test_make_suite_reuses_the_shipped_target_as_the_suites_fmnist(tmp_path: Pat
     (named / "card.json").write_text(json.dumps(card | {"name": "shipped-elsewhere"}))
     build_suite(tmp_path / "suite2", names=("fmnist",), reuse={"fmnist": named})
     assert TargetCard.load(tmp_path / "suite2" / "fmnist").name == "fmnist"
-    assert not list((tmp_path / "suite2" / "fmnist").glob("*.part"))
+    assert not list((tmp_path / "suite2" / "fmnist").glob(".*"))  # no temporary file left
     # a card of another recipe is named, not reused
     other = tmp_path / "other"
     shutil.copytree(SHIPPED, other)

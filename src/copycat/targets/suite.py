@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 from copycat.config import TrainConfig
 from copycat.errors import ConfigError, CopycatError
 from copycat.oracles.local import CARD_NAME, WEIGHTS_NAME, TargetCard
+from copycat.runs import save_atomic
 from copycat.targets.publish import train_target_on
 from copycat.train.fit import StepFn
 
@@ -183,10 +183,8 @@ def _reuse(t: SuiteTarget, source: Path, folder: Path, config: TrainConfig) -> b
     if why is not None:
         log.warning("suite target %s: not reusing %s (%s); training it", t.name, source, why)
         return False
-    folder.mkdir(parents=True, exist_ok=True)
-    part = folder / f".{WEIGHTS_NAME}.part"
-    shutil.copyfile(source / WEIGHTS_NAME, part)
-    os.replace(part, folder / WEIGHTS_NAME)
+    with (source / WEIGHTS_NAME).open("rb") as weights:
+        save_atomic(folder / WEIGHTS_NAME, lambda f: shutil.copyfileobj(weights, f))
     # the card last (a folder with a card is complete), named as the suite names the target
     dataclasses.replace(card, name=t.name).save(folder)
     log.info("suite target %s: reused %s (%s, %s)", t.name, source, card.arch, card.dataset)
