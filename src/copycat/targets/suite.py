@@ -220,10 +220,8 @@ def build_suite(
         if not (folder / CARD_NAME).is_file():
             cfg = t.config(quick=quick, device=device, seed=seed)
             source = (reuse or {}).get(t.name)
-            if source is not None and _reuse(t, Path(source), folder, cfg):
-                cards[t.name] = TargetCard.load(folder)
-                continue
-            log.info("training suite target %s (%s, %s)", t.name, t.dataset, t.train.arch)
-            train_target_on(t.dataset, out=folder, config=cfg, on_step=on_step)
+            if source is None or not _reuse(t, Path(source), folder, cfg):
+                log.info("training suite target %s (%s, %s)", t.name, t.dataset, t.train.arch)
+                train_target_on(t.dataset, out=folder, config=cfg, on_step=on_step)
         cards[t.name] = TargetCard.load(folder)
     return cards
