@@ -118,6 +118,9 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
     # the pool's mix, except that the pen strokes drop to the floor where their rare yield is
     # below clip-art's (steal.set_weights = "earned"); thinned picks still see five per query
     "jacobian-earned": {"steal": {"selection": "jacobian", "set_weights": "earned"}},
+    # the pool's own mix at every budget: the default up to set_weights = "auto" (which is
+    # "earned" up to 5,000 queries and this above)
+    "jacobian-pool": {"steal": {"selection": "jacobian", "set_weights": "pool"}},
     # pen strokes as a quarter of the pool instead of half
     "jacobian-strokes25": {
         "steal": {"selection": "jacobian"},

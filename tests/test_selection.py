@@ -16,16 +16,20 @@ from copycat.pools.pool import Candidates, Pool, build_pool
 from copycat.pools.sources import BankSource
 from copycat.steal.loop import steal
 from copycat.steal.selection import (
+    EARNED_UP_TO,
     BalancedSelector,
+    InterimSelector,
     draw_by_set,
     earned_shares,
     pick_balanced,
     quotas,
     refit_rows,
+    resolve_set_weights,
     set_shares,
     thin_by_set,
 )
 from copycat.steal.store import AnswerStore
+from copycat.steal.strategies import build_selector
 from copycat.steal.synthesis import JacobianSelector
 
 from .conftest import SHAPE, RecordingOracle, rule_images
@@ -239,6 +243,28 @@ def test_earned_shares_drop_a_later_set_that_yields_less_than_the_first() -> Non
     assert earned_shares(rows, 10, pool=[], warmup=100) is None  # the pool was not told
 
 
+def test_set_weights_auto_is_earned_up_to_its_budget_then_the_pools_own() -> None:
+    assert StealConfig().set_weights == "auto"
+    assert resolve_set_weights("auto", budget=2_000) == "earned"
+    assert resolve_set_weights("auto", budget=EARNED_UP_TO) == "earned"
+    assert resolve_set_weights("auto", budget=EARNED_UP_TO + 1) == "pool"
+    for name in ("pool", "yield", "earned"):  # a name given is kept at any budget
+        assert resolve_set_weights(name, budget=100_000) == name
+    train = TrainConfig(arch="cnn-tiny", epochs=1, device="cpu")
+    for budget, want in ((2_000, "earned"), (20_000, "pool")):
+        sel = BalancedSelector(config=StealConfig(budget=budget), train=train, num_classes=10)
+        assert sel.set_weights == want and sel.set_yield == (want == "earned")
+    # the adaptive bandit weighs the sets itself: "auto" leaves the pool's draw to it
+    adaptive = build_selector(
+        "adaptive",
+        config=StealConfig(budget=2_000, selection="adaptive"),
+        train=train,
+        num_classes=10,
+    )
+    assert isinstance(adaptive, InterimSelector)
+    assert adaptive.set_weights == "pool" and not adaptive.set_yield
+
+
 def test_draw_and_thin_by_set_keep_pool_order_within_each_set() -> None:
     sources = ("a",) * 6 + ("b",) * 6
     idx = draw_by_set(sources, 4, {"a": 0.25, "b": 0.75})
@@ -267,7 +293,7 @@ def test_set_weights_yield_draws_more_of_the_set_that_gives_rare_classes(
     batches drawn larger, so the picks see five candidates per query again. ``top`` gives the
     rare set all but the floor of the draws. ``earned`` is the pool's own steal, answer for answer,
     while the later set yields more than the first (as here), and drops the later set to the
-    floor when the rare set comes first."""
+    floor when the rare set comes first; the default (``auto``) is ``earned`` at this budget."""
     images, labels = rule_images(4000, 11)
     common, rare = images[labels == 0], images[labels != 0]
     train = TrainConfig(arch="cnn-tiny", epochs=1, batch_size=50, device="cpu")
@@ -281,7 +307,15 @@ def test_set_weights_yield_draws_more_of_the_set_that_gives_rare_classes(
             return super().pick(cand, k, store)
 
     drawn, answers = {}, {}
-    for weights in ("pool", "yield", "yield-seed", "top", "earned", "earned-rare-first"):
+    for weights in (
+        "pool",
+        "yield",
+        "yield-seed",
+        "top",
+        "earned",
+        "earned-rare-first",
+        "auto-rare-first",
+    ):
         mode = weights.removesuffix("-rare-first")
         cfg = StealConfig(budget=600, batch_size=50, selection="balanced", set_weights=mode)
         pool = two_set_pool(common, rare, rare_first=weights.endswith("first"))
@@ -312,6 +346,8 @@ def test_set_weights_yield_draws_more_of_the_set_that_gives_rare_classes(
     assert answers["earned"] == answers["pool"] and got["earned"][2] == [250] * 6
     assert got["earned-rare-first"][0] > got["yield"][0]
     assert got["earned-rare-first"][1] < got["pool"][1]
+    # the default, "auto", is "earned" on a budget this small
+    assert answers["auto-rare-first"] == answers["earned-rare-first"]
 
 
 def test_set_weights_yield_keeps_synthesis_out_of_the_seed_share(

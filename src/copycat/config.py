@@ -23,7 +23,7 @@ from copycat.errors import ConfigError
 T = TypeVar("T")
 
 # how the pool's NPD sets share the queries (``steal.set_weights``)
-SET_WEIGHTS = ("pool", "yield", "yield-seed", "top", "earned")
+SET_WEIGHTS = ("auto", "pool", "yield", "yield-seed", "top", "earned")
 
 
 def _check(ok: bool, name: str, value: object, accepted: str) -> None:
@@ -161,13 +161,15 @@ class StealConfig:
     # the picks after it made among the pool's own candidates; "top" as "yield", the set of
     # highest yield taking all but the floor; "earned" keeps the pool's weights, except that a
     # set after the pool's first (the pen strokes after clip-art) whose yield is below the
-    # first's drops to the floor. Not the default: "yield", "yield-seed" and "top" are level on
-    # digits at 2,000 queries; "yield" and "yield-seed" are behind on Fashion-MNIST at 5,000 on
-    # every seed, and "top" leaves it behind the old recipe at 2,000 as the default is;
-    # "earned" is the default's steal on digits and gains on Fashion-MNIST at 2,000, but loses
-    # at 20,000 (docs/suite.md, "Which set gives the rare classes", "The yield's shares in the
-    # seed share only", "The set of highest yield alone", "Strokes that must earn their share")
-    set_weights: str = "pool"
+    # first's drops to the floor. "auto": "earned" for a budget of at most
+    # copycat.steal.selection.EARNED_UP_TO queries, "pool" above it (and for the adaptive
+    # selection, whose bandit weighs the sets itself). "earned" is the pool's steal on digits
+    # (the strokes earn their share), gains on Fashion-MNIST at 2,000 queries on every seed
+    # (+0.056 on average), is level at 5,000 (+0.007) and loses at 20,000 (-0.017); "yield",
+    # "yield-seed" and "top" are level on digits at 2,000 and behind on Fashion-MNIST
+    # (docs/suite.md, "Which set gives the rare classes", "Strokes that must earn their share",
+    # "Strokes earn their share up to 5,000 queries").
+    set_weights: str = "auto"
 
     def __post_init__(self) -> None:
         _check(self.budget >= 1, "steal.budget", self.budget, "an integer >= 1")

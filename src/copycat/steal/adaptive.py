@@ -41,6 +41,8 @@ class AdaptiveSelector(InterimSelector):
         **kw: Any,
     ) -> None:
         super().__init__(**kw)
+        if self.config.set_weights == "auto":  # the bandit weighs the sets: the pool's draw
+            self.set_weights, self.set_yield, self.thin_yield = "pool", False, False
         if self.set_yield:
             log.warning(
                 "steal.set_weights = %r is not used by the adaptive selection, whose "
