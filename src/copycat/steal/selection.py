@@ -333,7 +333,8 @@ class InterimSelector:
         self.store = store
         if self.config.set_weights == "auto" and sum(share > 0 for _, share in pool) > 1:
             log.info(
-                "set_weights auto: %s, for a budget of %d queries (earned up to %d)",
+                "set_weights auto: %s for this steal of %d queries (earned up to %d, pool "
+                "above and under the adaptive selection)",
                 self.set_weights,
                 self.config.budget,
                 EARNED_UP_TO,
