@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from copycat.config import StealConfig
 from copycat.pools.pool import Candidates
 from copycat.steal.selection import InterimSelector, pick_balanced
 from copycat.steal.store import AnswerStore
@@ -32,6 +33,10 @@ log = logging.getLogger(__name__)
 class AdaptiveSelector(InterimSelector):
     """The gradient bandit over pool groups, then the balanced pick (see the module)."""
 
+    def set_weights_of(self, config: StealConfig) -> str:
+        """``auto`` is the pool's draw here: the bandit weighs the sets itself."""
+        return "pool" if config.set_weights == "auto" else super().set_weights_of(config)
+
     def __init__(
         self,
         *,
@@ -41,8 +46,6 @@ class AdaptiveSelector(InterimSelector):
         **kw: Any,
     ) -> None:
         super().__init__(**kw)
-        if self.config.set_weights == "auto":  # the bandit weighs the sets: the pool's draw
-            self.set_weights, self.set_yield, self.thin_yield = "pool", False, False
         if self.set_yield:
             log.warning(
                 "steal.set_weights = %r is not used by the adaptive selection, whose "

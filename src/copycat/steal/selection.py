@@ -264,7 +264,7 @@ class InterimSelector:
         self.model: Classifier | None = None
         self.data: FakeDataset | None = None  # the answers the interim copycat was fitted on
         self.gen = torch.Generator().manual_seed(train.seed + 7919)
-        self.set_weights = resolve_set_weights(config.set_weights, budget=config.budget)
+        self.set_weights = self.set_weights_of(config)
         self.set_yield = self.set_weights in ("yield", "yield-seed", "top", "earned")
         # "yield", "top" and "earned" also thin the candidates the interim copycat picks among
         # to the shares
@@ -305,6 +305,11 @@ class InterimSelector:
                     max(1, batches),
                     fix,
                 )
+
+    def set_weights_of(self, config: StealConfig) -> str:
+        """The ``set_weights`` this selection runs (:func:`resolve_set_weights`); the flags
+        above are derived from it."""
+        return resolve_set_weights(config.set_weights, budget=config.budget)
 
     @property
     def device(self) -> torch.device:
