@@ -65,7 +65,12 @@ def int_list(text: str) -> list[int]:
     return out
 
 
-def setup_threads(threads: int | None) -> None:
+def setup_process(threads: int | None) -> None:
+    """What every script and measured case sets first: the C allocator as the CLI sets it
+    (copycat.allocator), and ``threads`` torch threads if given."""
+    from copycat.allocator import tune_allocator
+
+    tune_allocator()
     if threads:
         import torch
 
@@ -101,6 +106,7 @@ def machine_info(device: str, threads: int | None) -> dict[str, Any]:
     import torch
 
     import copycat
+    from copycat.allocator import tune_allocator
 
     gpu = None
     if torch.cuda.is_available():
@@ -128,6 +134,9 @@ def machine_info(device: str, threads: int | None) -> dict[str, Any]:
         "commit": commit,
         "cores": os.cpu_count(),
         "torch_threads": threads or torch.get_num_threads(),
+        # "tuned" since the allocator's settings (copycat.allocator): earlier files' seconds
+        # and peak memory were measured without them
+        "allocator": tune_allocator(),
         "cpu": cpu_model(),
         "gpu": gpu,
         "device": device,
@@ -286,7 +295,7 @@ def case_main(handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]]) -
     p.add_argument("--case", required=True)
     p.add_argument("--threads", type=int, default=None)
     args, _ = p.parse_known_args()
-    setup_threads(args.threads)
+    setup_process(args.threads)
     case = json.loads(args.case)
     result = handlers[case["kind"]](case)
     result["peak_mb"] = max(peak_mb(), result.pop("_peak_before_mb", 0.0))

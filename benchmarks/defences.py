@@ -274,7 +274,7 @@ def main() -> None:
     p.add_argument("--defences", default=None, help="';'-separated defence specs")
     p.add_argument("--attacks", default=",".join(ATTACKS), help="comma-separated attacks")
     args = p.parse_args()
-    common.setup_threads(args.threads)
+    common.setup_process(args.threads)
     common.quiet_logging()
     os.environ.setdefault(KEY_ENV, "benchmark-watermark-key")  # a fixed key: reproducible
     device = common.resolve_device(args.device)

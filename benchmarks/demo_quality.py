@@ -54,7 +54,7 @@ def main() -> None:
     p.add_argument("--demo", action="store_true", help="also time `make demo` from scratch")
     p.add_argument("--skip-grid", action="store_true", help="only time the demo")
     args = p.parse_args()
-    common.setup_threads(args.threads)
+    common.setup_process(args.threads)
     common.quiet_logging()
     device = common.resolve_device(args.device)
     info = common.machine_info(device, args.threads)

@@ -286,7 +286,7 @@ def main() -> None:
     p.add_argument("--table-only", action="store_true", help="print the table of the JSONL")
     args = p.parse_args()
     args.budgets = args.budgets or ([1000, 3000] if args.quick else [2000, 5000, 20_000])
-    common.setup_threads(args.threads)
+    common.setup_process(args.threads)
     common.quiet_logging()
     name = common.result_name("methods", quick=args.quick, tag=args.tag)
     args.out.mkdir(parents=True, exist_ok=True)

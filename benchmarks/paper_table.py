@@ -233,7 +233,7 @@ def plot_curve(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 
 def main() -> None:
     args = parse_args()
-    common.setup_threads(args.threads)
+    common.setup_process(args.threads)
     common.quiet_logging()
     from copycat.config import ExperimentConfig
 

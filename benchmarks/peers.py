@@ -315,7 +315,7 @@ def main() -> None:
         raise SystemExit(f"unknown tools or settings {unknown}; choose from {list(TOOLS)} and "
                          "matched,defaults")  # fmt: skip
     require_art(tools)  # before any work: no target trained, no pool made
-    common.setup_threads(args.threads)
+    common.setup_process(args.threads)
     common.quiet_logging()
     from copycat.config import ExperimentConfig
 

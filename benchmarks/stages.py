@@ -322,7 +322,7 @@ def main() -> None:
     if args.case:
         common.case_main({"steal": case_steal, "train": case_train})
         return
-    common.setup_threads(args.threads)
+    common.setup_process(args.threads)
     common.quiet_logging()
     device = common.resolve_device(args.device)
     info = common.machine_info(device, args.threads)

@@ -556,7 +556,7 @@ def main(argv: list[str] | None = None) -> None:
 
     args = parse_args(argv)
     common.quiet_logging()
-    common.setup_threads(args.threads)
+    common.setup_process(args.threads)
     preset = QUICK if args.quick else FULL
     budgets = parse_budgets(args.budgets or str(preset["budgets"]))
     seeds = args.seeds or int(preset["seeds"])

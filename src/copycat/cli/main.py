@@ -13,6 +13,7 @@ import typer
 from rich.logging import RichHandler
 from typer.core import TyperGroup
 
+from copycat.allocator import tune_allocator
 from copycat.cli.common import console
 from copycat.cli.curve import curve_cmd
 from copycat.cli.defences import audit_cmd, verify_cmd
@@ -83,6 +84,7 @@ def main(
         format="%(message)s",
         handlers=[RichHandler(console=console, show_path=False)],
     )
+    tune_allocator()  # training's memory kept for reuse (copycat.allocator)
 
 
 if __name__ == "__main__":  # pragma: no cover
