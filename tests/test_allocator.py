@@ -66,3 +66,18 @@ def test_freed_memory_is_reused_instead_of_faulted_in_again() -> None:
 def test_glibc_settings_from_the_environment_win() -> None:
     given = probe(MALLOC_TRIM_THRESHOLD_="131072")
     assert given["outcome"] == "glibc settings from the environment"
+
+
+def test_every_command_tunes_the_allocator_first(tmp_path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    import copycat
+    from copycat import allocator
+    from copycat.cli.main import app
+
+    assert copycat.tune_allocator is allocator.tune_allocator  # the public name
+    # off here: this test's process is shared, and the setting cannot be undone
+    monkeypatch.setenv("COPYCAT_MALLOC_TUNING", "off")
+    monkeypatch.setattr(allocator, "_state", {})
+    CliRunner().invoke(app, ["status", str(tmp_path)])
+    assert allocator._state == {"outcome": "off"}

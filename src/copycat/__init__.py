@@ -27,6 +27,7 @@ _EXPORTS = {
     "Rounded": "copycat.oracles.outputs",
     "TopK": "copycat.oracles.outputs",
     "parse_oracle_spec": "copycat.oracles.registry",
+    "tune_allocator": "copycat.allocator",
 }
 
 __all__ = [
@@ -46,9 +47,11 @@ __all__ = [
     "TrainConfig",
     "__version__",
     "parse_oracle_spec",
+    "tune_allocator",
 ]
 
 if TYPE_CHECKING:
+    from copycat.allocator import tune_allocator
     from copycat.config import (
         AugmentConfig,
         ExperimentConfig,

@@ -1,4 +1,4 @@
-"""The C allocator's settings for CPU training and scoring, set once per process by the entry points.
+"""The C allocator's settings for CPU training and scoring, set once per process at start.
 
 glibc's ``malloc`` serves a block above a threshold (128 KiB at first, raised as blocks are
 freed, to 32 MiB at most) with a fresh ``mmap``, gives it back on ``free``, and trims the
