@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from copycat import allocator
+
 # Scores 2,048 images three times at the scoring batch of 1,024, as the architecture's choice
 # and the steal's selection do (each batch's activations are tens of megabytes), after a
 # first pass, and prints what tune_allocator said and the page faults the three passes took.
@@ -33,12 +35,8 @@ GLIBC = bool(getattr(os, "confstr", None) and os.confstr("CS_GNU_LIBC_VERSION"))
 
 
 def probe(**env: str) -> dict[str, object]:
-    clean = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("COPYCAT_MALLOC_TUNING", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
-        and k != "GLIBC_TUNABLES"
-    }
+    unset = (allocator.ENV_SWITCH, *allocator._GLIBC_ENV)
+    clean = {k: v for k, v in os.environ.items() if k not in unset}
     out = subprocess.run(
         [sys.executable, "-c", PROBE],
         env={**clean, **env},
@@ -72,12 +70,15 @@ def test_every_command_tunes_the_allocator_first(tmp_path, monkeypatch) -> None:
     from typer.testing import CliRunner
 
     import copycat
-    from copycat import allocator
     from copycat.cli.main import app
 
     assert copycat.tune_allocator is allocator.tune_allocator  # the public name
     # off here: this test's process is shared, and the setting cannot be undone
-    monkeypatch.setenv("COPYCAT_MALLOC_TUNING", "off")
-    monkeypatch.setattr(allocator, "_state", {})
-    CliRunner().invoke(app, ["status", str(tmp_path)])
-    assert allocator._state == {"outcome": "off"}
+    monkeypatch.setenv(allocator.ENV_SWITCH, "off")
+    allocator.tune_allocator.cache_clear()
+    try:
+        CliRunner().invoke(app, ["status", str(tmp_path)])
+        assert allocator.tune_allocator.cache_info().currsize == 1  # the command called it
+        assert allocator.tune_allocator() == "off"
+    finally:
+        allocator.tune_allocator.cache_clear()

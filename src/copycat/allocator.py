@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 
@@ -40,17 +41,15 @@ _GLIBC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLE
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
-_state: dict[str, str] = {}
 
-
+@functools.cache
 def tune_allocator() -> str:
     """Raise glibc's mmap and trim thresholds for this process (once; later calls return the
     first's outcome). Returns what was done, for a log or a table: ``"tuned"``, or why not
     (``"off"``, ``"glibc settings from the environment"``, ``"not glibc"``, ``"refused"``)."""
-    if "outcome" not in _state:
-        _state["outcome"] = _tune()
-        log.debug("C allocator: %s", _state["outcome"])
-    return _state["outcome"]
+    outcome = _tune()
+    log.debug("C allocator: %s", outcome)
+    return outcome
 
 
 def _tune() -> str:
