@@ -5,7 +5,7 @@ freed, to 32 MiB at most) with a fresh ``mmap``, gives it back on ``free``, and 
 heap's free top past twice that threshold. Scoring at a batch of 1,024 (the architecture's
 choice each epoch, the steal's selection) makes activations of 100-270 MB, so every batch
 faulted its memory in anew, page by page: ``make demo`` on 2 cores spent 201 s in the kernel
-(19 s with the settings), and scoring ran 1.6-2.4x slower than with the memory kept
+(19 s with the settings), and scoring ran 1.8-2.3x slower than with the memory kept
 (``python benchmarks/allocator.py``). :func:`tune_allocator` raises both thresholds, so freed
 blocks stay in the heap for the next batch. It changes where memory comes from, never a
 computed value: runs give the same answers and copies to the last digit. The cost is memory:
